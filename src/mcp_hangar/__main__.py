@@ -1,0 +1,3 @@
+from mcp_hangar.cli import main
+
+main()

@@ -1,0 +1,81 @@
+"""The composition root: builds the running system from a Config, owns its task group, and takes
+it down again so that no task and no provider process outlives it."""
+
+from __future__ import annotations
+
+import signal
+from enum import Enum
+from typing import Any
+
+import anyio
+import anyio.abc
+import structlog
+from mcp.server.stdio import stdio_server
+
+from mcp_hangar.config import LoadedConfig
+from mcp_hangar.domain import events as ev
+from mcp_hangar.runtime.registry import Registry
+from mcp_hangar.server.mcp import build_server
+
+log = structlog.get_logger("mcp_hangar")
+
+# Per-call events are many and cheap; they are logged at debug so the call path stays quiet.
+_CALL_EVENTS = (ev.ToolInvoked, ev.ToolCompleted, ev.HealthCheckPassed)
+
+
+class Hangar:
+    def __init__(self, loaded: LoadedConfig) -> None:
+        self.loaded = loaded
+        self.registry: Registry | None = None
+        self._subscribers: list[Any] = []
+
+    def emit(self, event: ev.DomainEvent) -> None:
+        if isinstance(event, _CALL_EVENTS):
+            log.debug(event.kind, **_fields(event))
+        else:
+            log.info(event.kind, **_fields(event))
+        for subscriber in self._subscribers:
+            subscriber(event)
+
+    def subscribe(self, callback: Any) -> None:
+        self._subscribers.append(callback)
+
+    async def serve_stdio(self) -> None:
+        """Serve one MCP client over stdin/stdout until it hangs up or we are signalled."""
+        async with anyio.create_task_group() as tg:
+            registry = self._open(tg)
+            tg.start_soon(_stop_on_signal, tg.cancel_scope)
+            server = build_server(registry)
+            log.info(
+                "hangar.started", transport="stdio", providers=len(registry), config=str(self.loaded.path)
+            )
+            try:
+                async with stdio_server() as (read_stream, write_stream):
+                    await server.run(read_stream, write_stream, server.create_initialization_options())
+                log.info("hangar.stopping", reason="stdin closed")
+            finally:
+                await registry.stop_all()
+                tg.cancel_scope.cancel()
+        log.info("hangar.stopped")
+
+    def _open(self, tg: anyio.abc.TaskGroup) -> Registry:
+        self.registry = Registry(
+            self.loaded.config, base_dir=self.loaded.path.parent, emit=self.emit, task_group=tg
+        )
+        self.registry.start_background()
+        return self.registry
+
+
+def _fields(event: ev.DomainEvent) -> dict[str, Any]:
+    data = event.to_dict()
+    data.pop("kind", None)
+    data.pop("at", None)
+    return {k: v.value if isinstance(v, Enum) else v for k, v in data.items()}
+
+
+async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("hangar.stopping", reason=signal.Signals(signum).name)
+            scope.cancel()
+            return

@@ -1,0 +1,130 @@
+"""The command line: parses, then hands over to the app."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mcp_hangar import __version__
+from mcp_hangar.config import (
+    ConfigError,
+    ContainerProvider,
+    LoadedConfig,
+    ProviderConfig,
+    RemoteProvider,
+    SubprocessProvider,
+    load_config,
+)
+from mcp_hangar.observability import logs
+
+app = typer.Typer(
+    name="mcp-hangar",
+    help="One MCP endpoint in front of many MCP providers.",
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Configuration file (YAML).", envvar="MCP_HANGAR_CONFIG")
+]
+
+
+def _load(config: Path | None) -> LoadedConfig:
+    if config is None:
+        err.print("[red]error:[/] no configuration given: pass --config FILE (or set MCP_HANGAR_CONFIG)")
+        raise typer.Exit(2)
+    try:
+        return load_config(config)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/] {config} is not a valid configuration:")
+        for problem in exc.problems:
+            err.print(f"  {problem}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"mcp-hangar {__version__}")
+        raise typer.Exit()
+
+
+@app.callback(invoke_without_command=True)
+def main_callback(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    http: Annotated[bool, typer.Option("--http", help="Serve streamable HTTP instead of stdio.")] = False,
+    log_level: Annotated[
+        str | None, typer.Option("--log-level", help="debug, info, warning or error (overrides the config).")
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Without a command: serve the configured providers (stdio by default)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    serve(config=config, http=http, log_level=log_level)
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    http: Annotated[bool, typer.Option("--http", help="Serve streamable HTTP instead of stdio.")] = False,
+    log_level: Annotated[str | None, typer.Option("--log-level")] = None,
+) -> None:
+    """Serve the configured providers over stdio (for a desktop client)."""
+    from mcp_hangar.app import Hangar
+
+    loaded = _load(config)
+    level = log_level or loaded.config.logging.level
+    if level not in logs.LEVELS:
+        err.print(f"[red]error:[/] --log-level must be one of {', '.join(logs.LEVELS)}, not {level!r}")
+        raise typer.Exit(2)
+    logs.configure(level, loaded.config.logging.format)
+    if http:
+        err.print("[red]error:[/] --http is not available in this version yet; run without it for stdio")
+        raise typer.Exit(2)
+    anyio.run(Hangar(loaded).serve_stdio)
+
+
+@app.command()
+def check(config: Annotated[Path, typer.Argument(help="Configuration file to validate.")]) -> None:
+    """Validate a configuration file and show what was understood."""
+    loaded = _load(config)
+    out = Console()
+    table = Table(title=f"{loaded.path}: {len(loaded.config.providers)} providers", title_justify="left")
+    for column in ("provider", "mode", "runs", "idle ttl", "health every", "tools"):
+        table.add_column(column)
+    for pid, spec in loaded.config.providers.items():
+        runs = _what_runs(spec)
+        tools = "predefined: " + str(len(spec.tools)) if spec.tools is not None else "on start"
+        table.add_row(
+            pid, spec.mode, runs, f"{spec.idle_ttl_s:g}s", f"{spec.health_check_interval_s:g}s", tools
+        )
+    out.print(table)
+    out.print("[green]configuration is valid[/]")
+
+
+def _what_runs(spec: ProviderConfig) -> str:
+    if isinstance(spec, SubprocessProvider):
+        return " ".join(spec.command)
+    if isinstance(spec, ContainerProvider):
+        return spec.image
+    if isinstance(spec, RemoteProvider):
+        return spec.endpoint
+    return f"{spec.strategy}: " + ", ".join(m.id for m in spec.members)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

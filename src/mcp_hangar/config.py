@@ -1,0 +1,334 @@
+"""The configuration: a pydantic model of the YAML file, with ``${VAR}`` interpolation and errors
+that point at the file, line, provider and key.
+
+Loading is three steps: parse YAML keeping each node's line, interpolate environment variables
+into every string, validate with pydantic. Every failure becomes a ``ConfigError`` whose lines
+read like ``config.yaml:7: provider 'math': key 'comand': unknown key``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROVIDER_ID = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]|_(?!_))*$")
+PROVIDER_ID_MAX = 64
+MODES = ("subprocess", "container", "docker", "remote", "group")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used. ``problems`` holds one readable line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ToolSpec(_Strict):
+    """A predefined tool: listed before the provider ever starts."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    input_schema: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}}, alias="inputSchema"
+    )
+    annotations: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_snake_case(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "input_schema" in data and "inputSchema" not in data:
+            data = dict(data)
+            data["inputSchema"] = data.pop("input_schema")
+        return data
+
+
+class _ProviderBase(_Strict):
+    description: str = ""
+    idle_ttl_s: float = Field(default=300, gt=0)
+    health_check_interval_s: float = Field(default=60, gt=0)
+    max_consecutive_failures: int = Field(default=3, ge=1)
+    max_concurrency: int = Field(default=32, ge=1, le=10_000)
+    startup_timeout_s: float = Field(default=30, gt=0)
+    call_timeout_s: float = Field(default=60, gt=0)
+    tools: list[ToolSpec] | None = None
+
+
+def _split_command(value: Any) -> Any:
+    if isinstance(value, str):
+        return shlex.split(value)
+    return value
+
+
+class SubprocessProvider(_ProviderBase):
+    mode: Literal["subprocess"]
+    command: Annotated[list[str], Field(min_length=1)]
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+
+    _split = field_validator("command", mode="before")(_split_command)
+
+
+class ContainerProvider(_ProviderBase):
+    mode: Literal["container", "docker"]
+    image: str = Field(min_length=1)
+    command: list[str] | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    volumes: list[str] = Field(default_factory=list)
+    network: str = "none"
+    read_only: bool = True
+
+    _split = field_validator("command", mode="before")(_split_command)
+
+
+class RemoteProvider(_ProviderBase):
+    mode: Literal["remote"]
+    endpoint: str = Field(pattern=r"^https?://")
+    transport: Literal["streamable_http", "sse"] = "streamable_http"
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class GroupMember(_Strict):
+    id: str
+    weight: int = Field(default=1, ge=1)
+    priority: int = Field(default=1, ge=0)
+
+
+class GroupProvider(_ProviderBase):
+    mode: Literal["group"]
+    strategy: Literal["round_robin", "weighted_round_robin", "priority", "least_connections", "random"] = (
+        "round_robin"
+    )
+    members: Annotated[list[GroupMember], Field(min_length=1)]
+
+    @field_validator("members", mode="before")
+    @classmethod
+    def _member_refs(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"id": m} if isinstance(m, str) else m for m in value]
+        return value
+
+
+ProviderConfig = Annotated[
+    SubprocessProvider | ContainerProvider | RemoteProvider | GroupProvider,
+    Field(discriminator="mode"),
+]
+
+
+class LoggingConfig(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+class Config(_Strict):
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+
+def provider_id_problem(key: Any) -> str | None:
+    if not isinstance(key, str) or not PROVIDER_ID.match(key) or len(key) > PROVIDER_ID_MAX:
+        return (
+            f"bad provider id {key!r}: use letters, digits, '-' and single '_' "
+            f"(at most {PROVIDER_ID_MAX} characters, starting with a letter or digit)"
+        )
+    return None
+
+
+def _group_problems(config: Config) -> list[tuple[tuple[Any, ...], str]]:
+    found = []
+    for pid, provider in config.providers.items():
+        if not isinstance(provider, GroupProvider):
+            continue
+        for i, member in enumerate(provider.members):
+            path = ("providers", pid, "members", i)
+            if member.id == pid:
+                found.append((path, "group lists itself as a member"))
+            elif member.id not in config.providers:
+                found.append((path, f"member {member.id!r} is not a provider defined in this file"))
+            elif isinstance(config.providers[member.id], GroupProvider):
+                found.append((path, f"member {member.id!r} is a group; groups cannot nest"))
+    return found
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    config: Config
+    path: Path
+
+
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+def interpolate(value: str, environ: Mapping[str, str]) -> str:
+    """Replace ``${VAR}`` and ``${VAR:-default}``; ``$$`` is a literal ``$``.
+
+    An unset variable without a default is an error: a silent empty string would hide a
+    missing secret until a provider fails in an obscure way.
+    """
+
+    def sub(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        found = environ.get(name)
+        if found is not None and (found != "" or default is None):
+            return found
+        if default is not None:
+            return default
+        raise KeyError(name)
+
+    return _VAR.sub(sub, value)
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A safe loader that remembers the line of every mapping key and sequence item."""
+
+
+def _compose(text: str, source: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    lines: dict[tuple[Any, ...], int] = {}
+    try:
+        node = yaml.compose(text, Loader=_LineLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{where}: invalid YAML: {problem}"]) from None
+    if node is None:
+        return {}, lines
+    loader = _LineLoader("")
+
+    def build(n: yaml.Node, path: tuple[Any, ...]) -> Any:
+        lines.setdefault(path, n.start_mark.line + 1)
+        if isinstance(n, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for key_node, value_node in n.value:
+                key = loader.construct_object(key_node, deep=True)
+                lines[(*path, key)] = key_node.start_mark.line + 1
+                out[key] = build(value_node, (*path, key))
+            return out
+        if isinstance(n, yaml.SequenceNode):
+            return [build(item, (*path, i)) for i, item in enumerate(n.value)]
+        return loader.construct_object(n, deep=True)
+
+    return build(node, ()), lines
+
+
+def _interpolate_tree(
+    data: Any, path: tuple[Any, ...], environ: Mapping[str, str], bad: list[tuple[Any, ...]]
+) -> Any:
+    if isinstance(data, str):
+        try:
+            return interpolate(data, environ)
+        except KeyError as missing:
+            bad.append((*path, f"environment variable {missing.args[0]} is not set (use ${{VAR:-default}})"))
+            return data
+    if isinstance(data, dict):
+        return {k: _interpolate_tree(v, (*path, k), environ, bad) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_interpolate_tree(v, (*path, i), environ, bad) for i, v in enumerate(data)]
+    return data
+
+
+def _line_of(path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | None:
+    for end in range(len(path), -1, -1):
+        if path[:end] in lines:
+            return lines[path[:end]]
+    return None
+
+
+def _describe(path: tuple[Any, ...]) -> str:
+    """``('providers', 'math', 'env', 'X')`` -> ``provider 'math': key 'env.X'``."""
+    if len(path) >= 2 and path[0] == "providers":
+        where = f"provider {path[1]!r}"
+        rest = path[2:]
+        if len(path) == 2:
+            return where
+    else:
+        where, rest = "", path
+    key = ".".join(str(p) for p in rest)
+    if where and key:
+        return f"{where}: key {key!r}"
+    return where or f"key {key!r}"
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    # pydantic puts the discriminator tag (the mode) into the location; a user never wrote it.
+    if len(loc) >= 3 and loc[0] == "providers" and loc[2] in MODES:
+        loc = loc[:2] + loc[3:]
+    # "[key]" markers pydantic adds for dict-key errors carry no information for a reader.
+    return tuple(p for p in loc if p != "[key]")
+
+
+def _message(err: Any) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "union_tag_invalid":
+        tag = err.get("input", {}).get("mode") if isinstance(err.get("input"), dict) else None
+        return f"unknown mode {tag!r} (expected one of: {', '.join(MODES)})"
+    if kind == "union_tag_not_found":
+        return f"'mode' is required (one of: {', '.join(MODES)})"
+    msg: str = err["msg"]
+    return msg.removeprefix("Value error, ")
+
+
+def parse_config(text: str, source: str = "<config>", environ: Mapping[str, str] | None = None) -> Config:
+    data, lines = _compose(text, source)
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}:1: the configuration must be a mapping with a 'providers' key"])
+    providers = data.get("providers")
+    if isinstance(providers, dict):
+        id_problems = [(("providers", k), p) for k in providers if (p := provider_id_problem(k))]
+        if id_problems:
+            raise ConfigError(_format(id_problems, lines, source))
+    bad: list[tuple[Any, ...]] = []
+    data = _interpolate_tree(data, (), os.environ if environ is None else environ, bad)
+    if bad:
+        raise ConfigError(_format([(tuple(path), why) for *path, why in bad], lines, source))
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        found = [(_clean_loc(tuple(err["loc"])), _message(err)) for err in exc.errors()]
+        raise ConfigError(_format(found, lines, source)) from None
+    if group_problems := _group_problems(config):
+        raise ConfigError(_format(group_problems, lines, source))
+    return config
+
+
+def _format(
+    found: list[tuple[tuple[Any, ...], str]], lines: dict[tuple[Any, ...], int], source: str
+) -> list[str]:
+    problems = []
+    for path, why in found:
+        line = _line_of(path, lines)
+        prefix = f"{source}:{line}" if line is not None else source
+        problems.append(f"{prefix}: {_describe(path) if path else 'config'}: {why}")
+    return problems
+
+
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> LoadedConfig:
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{file}: configuration file not found"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{file}: cannot read configuration: {exc.strerror}"]) from None
+    return LoadedConfig(parse_config(text, str(file), environ), file.resolve())

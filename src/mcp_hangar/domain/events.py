@@ -1,0 +1,121 @@
+"""Domain events: facts about what happened, emitted by the runtime, consumed by sinks.
+
+They are plain frozen dataclasses with no I/O. ``kind`` is the stable type name that sinks
+(logs, the event store, metrics) key on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+from mcp_hangar.domain.states import ProviderState
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DomainEvent:
+    kind: ClassVar[str] = "event"
+    provider_id: str
+    at: float  # wall-clock seconds since the epoch
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["kind"] = self.kind
+        return data
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateChanged(DomainEvent):
+    kind: ClassVar[str] = "provider_state_changed"
+    old: ProviderState
+    new: ProviderState
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderStarted(DomainEvent):
+    kind: ClassVar[str] = "provider_started"
+    pid: int | None
+    startup_ms: float
+    tools: int
+    protocol_version: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderStartFailed(DomainEvent):
+    kind: ClassVar[str] = "provider_start_failed"
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderStopped(DomainEvent):
+    kind: ClassVar[str] = "provider_stopped"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderCrashed(DomainEvent):
+    kind: ClassVar[str] = "provider_crashed"
+    exit_code: int | None
+    consecutive: int
+    restart_delay_s: float
+    stderr_tail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdleStopped(DomainEvent):
+    kind: ClassVar[str] = "provider_idle_stopped"
+    idle_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolInvoked(DomainEvent):
+    kind: ClassVar[str] = "tool_invoked"
+    tool: str
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCompleted(DomainEvent):
+    kind: ClassVar[str] = "tool_completed"
+    tool: str
+    duration_ms: float
+    is_error: bool
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolFailed(DomainEvent):
+    kind: ClassVar[str] = "tool_failed"
+    tool: str
+    duration_ms: float
+    error: str
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthCheckPassed(DomainEvent):
+    kind: ClassVar[str] = "health_check_passed"
+    duration_ms: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthCheckFailed(DomainEvent):
+    kind: ClassVar[str] = "health_check_failed"
+    error: str
+    consecutive_failures: int
+
+
+ALL_EVENTS: tuple[type[DomainEvent], ...] = (
+    StateChanged,
+    ProviderStarted,
+    ProviderStartFailed,
+    ProviderStopped,
+    ProviderCrashed,
+    IdleStopped,
+    ToolInvoked,
+    ToolCompleted,
+    ToolFailed,
+    HealthCheckPassed,
+    HealthCheckFailed,
+)

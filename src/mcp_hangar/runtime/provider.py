@@ -1,0 +1,408 @@
+"""One provider: its lifecycle, its one shared session, and calls through it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import structlog
+
+from mcp_hangar.config import ProviderConfig, SubprocessProvider
+from mcp_hangar.domain import events as ev
+from mcp_hangar.domain.backoff import Backoff, CrashTracker
+from mcp_hangar.domain.errors import (
+    BackingOff,
+    CallTimeout,
+    ConnectionLost,
+    NotSupported,
+    ProviderError,
+    RemoteError,
+    StartFailed,
+)
+from mcp_hangar.domain.health import HealthTracker
+from mcp_hangar.domain.states import RUNNING, ProviderState, check_transition
+from mcp_hangar.launchers import subprocess as subprocess_launcher
+from mcp_hangar.launchers.channel import Channel, LaunchError
+from mcp_hangar.launchers.session import Handshake, ProgressFn, RpcSession
+
+log = structlog.get_logger("mcp_hangar.provider")
+
+EventSink = Callable[[ev.DomainEvent], None]
+HEALTH_CHECK_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 10.0
+
+
+class Provider:
+    def __init__(
+        self,
+        provider_id: str,
+        spec: ProviderConfig,
+        *,
+        base_dir: Path,
+        emit: EventSink,
+        task_group: anyio.abc.TaskGroup,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.id = provider_id
+        self.spec = spec
+        self._base_dir = base_dir
+        self._emit = emit
+        self._tg = task_group
+        self.state = ProviderState.COLD
+        self.state_reason = ""
+        self.handshake: Handshake | None = None
+        self._session: RpcSession | None = None
+        self._channel: Channel | None = None
+        self._starting: asyncio.Future[RpcSession] | None = None
+        self._stopping = False
+        self._slots = asyncio.Semaphore(spec.max_concurrency)
+        self._live_tools: list[dict[str, Any]] | None = None
+        self.health = HealthTracker(spec.max_consecutive_failures)
+        self.crashes = CrashTracker(backoff or Backoff())
+        self.started_at: float | None = None  # monotonic
+        self.last_used: float = time.monotonic()
+        self.last_health_check: float | None = None
+        self.in_flight = 0
+        self.stats = {"invocations": 0, "failures": 0, "starts": 0, "crashes": 0, "start_failures": 0}
+        self.last_error: str | None = None
+
+    # --- state ----------------------------------------------------------------------------
+
+    def _transition(self, target: ProviderState, reason: str = "") -> None:
+        """The only place state changes: checks the table and emits the event."""
+        if target == self.state:
+            return
+        check_transition(self.id, self.state, target)
+        old, self.state, self.state_reason = self.state, target, reason
+        self._emit(ev.StateChanged(provider_id=self.id, at=time.time(), old=old, new=target, reason=reason))
+
+    @property
+    def running(self) -> bool:
+        return self.state in RUNNING and self._session is not None and not self._session.closed
+
+    @property
+    def tools(self) -> list[dict[str, Any]]:
+        """The live tool list when known, else the predefined one from config."""
+        if self._live_tools is not None:
+            return self._live_tools
+        return [t.model_dump(by_alias=True, exclude_none=True) for t in self.spec.tools or ()]
+
+    @property
+    def tools_known(self) -> bool:
+        return self._live_tools is not None or self.spec.tools is not None
+
+    def tool(self, name: str) -> dict[str, Any] | None:
+        return next((t for t in self.tools if t.get("name") == name), None)
+
+    # --- start ----------------------------------------------------------------------------
+
+    async def ensure_started(self) -> RpcSession:
+        """Start the provider if needed. Concurrent callers share one start (single flight)."""
+        session = self._session
+        if session is not None and not session.closed and self.state in RUNNING:
+            return session
+        if self._starting is None:
+            self._starting = asyncio.get_running_loop().create_future()
+            self._tg.start_soon(self._start, self._starting)
+        # shield: one impatient caller must not cancel the start every other caller awaits
+        return await asyncio.shield(self._starting)
+
+    async def _start(self, done: asyncio.Future[RpcSession]) -> None:
+        try:
+            session = await self._launch()
+        except BaseException as exc:
+            if not done.done():
+                done.set_exception(exc if isinstance(exc, ProviderError) else StartFailed(str(exc)))
+                done.exception()  # mark retrieved: no caller may be left to await it
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            done.set_result(session)
+        finally:
+            self._starting = None
+
+    async def _launch(self) -> RpcSession:
+        if not isinstance(self.spec, SubprocessProvider):
+            raise NotSupported(
+                f"provider {self.id!r}: mode {self.spec.mode!r} is not supported yet by this version of "
+                "mcp-hangar; only mode 'subprocess' can be started"
+            )
+        wait = self.crashes.wait_before_start(time.monotonic())
+        if wait > 0:
+            raise BackingOff(
+                f"provider {self.id!r} crashed {self.crashes.consecutive} times in a row; "
+                f"next start allowed in {wait:.1f}s (last error: {self.last_error})"
+            )
+        self._transition(ProviderState.INITIALIZING, "starting")
+        t0 = time.monotonic()
+        channel: Channel | None = None
+        session: RpcSession | None = None
+        try:
+            with anyio.fail_after(self.spec.startup_timeout_s):
+                channel = await subprocess_launcher.spawn(
+                    self.id, self.spec, base_dir=self._base_dir, on_stderr=self._log_stderr
+                )
+                session = RpcSession(channel, self.id, self._on_notification)
+                self._tg.start_soon(self._watch, session, channel)
+                handshake = await session.open()
+                tools = await session.list_tools() if "tools" in handshake.capabilities else []
+        except BaseException as exc:
+            message = self._start_error(exc, session, channel)
+            if channel is not None:
+                with anyio.CancelScope(shield=True):
+                    await channel.close()
+            self.stats["start_failures"] += 1
+            self.last_error = message
+            self.crashes.record_crash(time.monotonic(), None)
+            self._emit(ev.ProviderStartFailed(provider_id=self.id, at=time.time(), error=message))
+            # A cancelled start (shutdown, registry_stop) is not a failure of the provider.
+            self._transition(
+                ProviderState.DEAD if isinstance(exc, Exception) else ProviderState.COLD, message
+            )
+            if isinstance(exc, Exception):
+                raise StartFailed(message) from None
+            raise
+        self._session, self._channel, self.handshake = session, channel, handshake
+        self._live_tools = tools
+        self.started_at = self.last_used = time.monotonic()
+        self.health.record_success()
+        self.stats["starts"] += 1
+        startup_ms = (self.started_at - t0) * 1000
+        self._emit(
+            ev.ProviderStarted(
+                provider_id=self.id,
+                at=time.time(),
+                pid=channel.pid,
+                startup_ms=round(startup_ms, 2),
+                tools=len(tools),
+                protocol_version=handshake.protocol_version,
+            )
+        )
+        self._transition(ProviderState.READY, "started")
+        return session
+
+    def _start_error(self, exc: BaseException, session: RpcSession | None, channel: Channel | None) -> str:
+        if isinstance(exc, LaunchError):
+            return str(exc)
+        if isinstance(exc, TimeoutError):
+            message = (
+                f"provider {self.id!r} did not complete the MCP handshake within "
+                f"{self.spec.startup_timeout_s:g}s (startup_timeout_s)"
+            )
+        elif isinstance(exc, ConnectionLost):
+            message = f"provider {self.id!r} failed to start: {exc}"
+            return message
+        else:
+            message = f"provider {self.id!r} failed to start: {exc}"
+        if session is not None and session.last_garbage is not None:
+            message += (
+                f"; it wrote non-JSON to stdout, e.g. {session.last_garbage!r} "
+                "(stdout must carry only MCP JSON-RPC messages; logs belong on stderr)"
+            )
+        if channel is not None and (tail := channel.stderr_tail()):
+            message += f"; last stderr lines:\n{tail}"
+        return message
+
+    def _log_stderr(self, line: str) -> None:
+        log.info("provider.stderr", provider=self.id, line=line)
+
+    async def _on_notification(self, method: str, params: dict[str, Any]) -> None:
+        if method == "notifications/tools/list_changed" and self._session is not None:
+            with contextlib.suppress(ProviderError, TimeoutError):
+                with anyio.fail_after(HEALTH_CHECK_TIMEOUT_S):
+                    self._live_tools = await self._session.list_tools()
+        elif method == "notifications/message":
+            log.info("provider.log", provider=self.id, level=params.get("level"), data=params.get("data"))
+
+    async def _watch(self, session: RpcSession, channel: Channel) -> None:
+        """Owns one running instance: reads its messages, and notices when it dies."""
+        try:
+            await session.serve()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await channel.close()
+            if self._session is session and not self._stopping:
+                self._crashed(session, channel)
+
+    def _crashed(self, session: RpcSession, channel: Channel) -> None:
+        self._session = self._channel = None
+        self.stats["crashes"] += 1
+        now = time.monotonic()
+        delay = self.crashes.record_crash(now, self.started_at)
+        reason = f"provider {self.id!r} died (exit code {channel.exit_status()})"
+        self.last_error = reason
+        self._emit(
+            ev.ProviderCrashed(
+                provider_id=self.id,
+                at=time.time(),
+                exit_code=channel.exit_status(),
+                consecutive=self.crashes.consecutive,
+                restart_delay_s=round(delay, 3),
+                stderr_tail=channel.stderr_tail(),
+            )
+        )
+        log.warning("provider.crashed", provider=self.id, exit_code=channel.exit_status(), restart_in_s=delay)
+        self._transition(ProviderState.DEAD, reason)
+
+    # --- calls ----------------------------------------------------------------------------
+
+    async def call_tool(
+        self,
+        tool: str,
+        arguments: dict[str, Any] | None,
+        *,
+        timeout: float | None = None,
+        on_progress: ProgressFn | None = None,
+        correlation_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Call one tool; returns the provider's result as it sent it."""
+        session = await self.ensure_started()
+        params = {"name": tool, "arguments": arguments or {}}
+        async with self._slots:
+            self.in_flight += 1
+            self.stats["invocations"] += 1
+            t0 = time.monotonic()
+            self._emit(
+                ev.ToolInvoked(provider_id=self.id, at=time.time(), tool=tool, correlation_id=correlation_id)
+            )
+            try:
+                with anyio.fail_after(timeout or self.spec.call_timeout_s):
+                    result = await session.request("tools/call", params, on_progress=on_progress)
+            except TimeoutError:
+                self._failed(tool, t0, correlation_id, "timed out")
+                raise CallTimeout(
+                    f"provider {self.id!r}: tool {tool!r} did not answer within "
+                    f"{timeout or self.spec.call_timeout_s:g}s; the request was cancelled"
+                ) from None
+            except ConnectionLost as exc:
+                self._failed(tool, t0, correlation_id, str(exc))
+                raise
+            except RemoteError as exc:
+                # The provider is alive and answered; its protocol error is no health problem.
+                self._failed(tool, t0, correlation_id, str(exc), health=False)
+                raise
+            finally:
+                self.in_flight -= 1
+                self.last_used = time.monotonic()
+        if self.state == ProviderState.DEGRADED:
+            self._recovered()
+        else:
+            self.health.record_success()
+        self._emit(
+            ev.ToolCompleted(
+                provider_id=self.id,
+                at=time.time(),
+                tool=tool,
+                duration_ms=round((self.last_used - t0) * 1000, 3),
+                is_error=bool(result.get("isError")),
+                correlation_id=correlation_id,
+            )
+        )
+        return result
+
+    def _failed(
+        self, tool: str, t0: float, correlation_id: str | None, error: str, health: bool = True
+    ) -> None:
+        self.stats["failures"] += 1
+        self.last_error = error
+        self._emit(
+            ev.ToolFailed(
+                provider_id=self.id,
+                at=time.time(),
+                tool=tool,
+                duration_ms=round((time.monotonic() - t0) * 1000, 3),
+                error=error,
+                correlation_id=correlation_id,
+            )
+        )
+        if health and self.health.record_failure(error) and self.state == ProviderState.READY:
+            self._transition(ProviderState.DEGRADED, f"{self.health.consecutive_failures} failures in a row")
+
+    def _recovered(self) -> None:
+        self.health.record_success()
+        self._transition(ProviderState.READY, "healthy again")
+
+    async def refresh_tools(self) -> list[dict[str, Any]]:
+        session = await self.ensure_started()
+        with anyio.fail_after(self.spec.call_timeout_s):
+            self._live_tools = await session.list_tools()
+        return self._live_tools
+
+    # --- health and stop ------------------------------------------------------------------
+
+    async def check_health(self) -> bool:
+        session = self._session
+        if session is None or session.closed or self.state not in RUNNING:
+            return False
+        t0 = time.monotonic()
+        self.last_health_check = t0
+        try:
+            with anyio.fail_after(min(HEALTH_CHECK_TIMEOUT_S, self.spec.health_check_interval_s)):
+                await session.ping()
+        except (ProviderError, TimeoutError) as exc:
+            error = "no answer to ping" if isinstance(exc, TimeoutError) else str(exc)
+            degraded = self.health.record_failure(error)
+            self._emit(
+                ev.HealthCheckFailed(
+                    provider_id=self.id,
+                    at=time.time(),
+                    error=error,
+                    consecutive_failures=self.health.consecutive_failures,
+                )
+            )
+            if degraded and self.state == ProviderState.READY and self._session is session:
+                self._transition(ProviderState.DEGRADED, f"health check failed: {error}")
+            return False
+        duration_ms = (time.monotonic() - t0) * 1000
+        self._emit(
+            ev.HealthCheckPassed(provider_id=self.id, at=time.time(), duration_ms=round(duration_ms, 3))
+        )
+        if self.state == ProviderState.DEGRADED:
+            self._recovered()
+        else:
+            self.health.record_success()
+        return True
+
+    async def stop(self, reason: str = "stopped") -> bool:
+        """Stop the running instance, if any. Returns whether anything was stopped."""
+        starting = self._starting
+        if starting is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(starting)
+        session, channel = self._session, self._channel
+        if session is None or channel is None:
+            if self.state == ProviderState.DEAD:
+                self.crashes.reset()
+                self._transition(ProviderState.COLD, reason)
+            return False
+        self._stopping = True
+        try:
+            self._session = self._channel = None
+            self._transition(ProviderState.COLD, reason)
+            with anyio.CancelScope(shield=True), anyio.move_on_after(STOP_TIMEOUT_S):
+                await channel.close()
+            self._emit(ev.ProviderStopped(provider_id=self.id, at=time.time(), reason=reason))
+        finally:
+            self._stopping = False
+        return True
+
+    def idle_for(self, now: float) -> float:
+        return now - self.last_used if self.in_flight == 0 else 0.0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "mode": self.spec.mode,
+            "state": self.state.value,
+            "description": self.spec.description,
+            "tools": len(self.tools) if self.tools_known else None,
+            "in_flight": self.in_flight,
+            "pid": self._channel.pid if self._channel is not None else None,
+            "protocol_version": self.handshake.protocol_version if self.handshake and self.running else None,
+        }

@@ -1,0 +1,95 @@
+"""All providers by id, and the background loops that keep them in shape."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import structlog
+
+from mcp_hangar.config import Config
+from mcp_hangar.domain import events as ev
+from mcp_hangar.domain.errors import UnknownProvider
+from mcp_hangar.domain.states import RUNNING
+from mcp_hangar.runtime.provider import EventSink, Provider
+
+log = structlog.get_logger("mcp_hangar.registry")
+
+TICK_S = 0.5  # how often the idle and health loops look at the providers
+
+
+class Registry:
+    def __init__(
+        self, config: Config, *, base_dir: Path, emit: EventSink, task_group: anyio.abc.TaskGroup
+    ) -> None:
+        self._emit = emit
+        self._tg = task_group
+        self._providers = {
+            pid: Provider(pid, spec, base_dir=base_dir, emit=emit, task_group=task_group)
+            for pid, spec in config.providers.items()
+        }
+        self._checking: set[str] = set()
+
+    def __iter__(self) -> Iterator[Provider]:
+        return iter(self._providers.values())
+
+    def __len__(self) -> int:
+        return len(self._providers)
+
+    def ids(self) -> list[str]:
+        return list(self._providers)
+
+    def get(self, provider_id: str) -> Provider:
+        try:
+            return self._providers[provider_id]
+        except KeyError:
+            known = ", ".join(sorted(self._providers)) or "none configured"
+            raise UnknownProvider(f"unknown provider {provider_id!r} (known: {known})") from None
+
+    def start_background(self) -> None:
+        self._tg.start_soon(self._idle_loop)
+        self._tg.start_soon(self._health_loop)
+
+    async def _idle_loop(self) -> None:
+        while True:
+            await anyio.sleep(TICK_S)
+            now = time.monotonic()
+            for provider in self:
+                idle = provider.idle_for(now)
+                if provider.state in RUNNING and idle >= provider.spec.idle_ttl_s:
+                    self._tg.start_soon(self._stop_idle, provider, idle)
+
+    async def _stop_idle(self, provider: Provider, idle: float) -> None:
+        # Re-check: a call may have arrived between the scan and now.
+        if provider.idle_for(time.monotonic()) < provider.spec.idle_ttl_s:
+            return
+        if await provider.stop("idle"):
+            self._emit(ev.IdleStopped(provider_id=provider.id, at=time.time(), idle_s=round(idle, 3)))
+
+    async def _health_loop(self) -> None:
+        while True:
+            await anyio.sleep(TICK_S)
+            now = time.monotonic()
+            for provider in self:
+                if provider.state not in RUNNING or provider.id in self._checking:
+                    continue
+                last = provider.last_health_check or provider.started_at or now
+                if now - last >= provider.spec.health_check_interval_s:
+                    self._checking.add(provider.id)
+                    self._tg.start_soon(self._check, provider)
+
+    async def _check(self, provider: Provider) -> None:
+        try:
+            await provider.check_health()
+        finally:
+            self._checking.discard(provider.id)
+
+    async def stop_all(self, reason: str = "shutdown") -> None:
+        """Stop every provider at once; used on shutdown, so it shields itself from cancellation."""
+        with anyio.CancelScope(shield=True):
+            async with anyio.create_task_group() as tg:
+                for provider in self:
+                    tg.start_soon(provider.stop, reason)
