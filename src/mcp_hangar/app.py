@@ -10,12 +10,12 @@ from typing import Any
 import anyio
 import anyio.abc
 import structlog
-from mcp.server.stdio import stdio_server
 
 from mcp_hangar.config import LoadedConfig
 from mcp_hangar.domain import events as ev
 from mcp_hangar.runtime.registry import Registry
 from mcp_hangar.server.mcp import build_server
+from mcp_hangar.server.stdio import stdio_transport
 
 log = structlog.get_logger("mcp_hangar")
 
@@ -50,7 +50,7 @@ class Hangar:
                 "hangar.started", transport="stdio", providers=len(registry), config=str(self.loaded.path)
             )
             try:
-                async with stdio_server() as (read_stream, write_stream):
+                async with stdio_transport() as (read_stream, write_stream):
                     await server.run(read_stream, write_stream, server.create_initialization_options())
                 log.info("hangar.stopping", reason="stdin closed")
             finally:

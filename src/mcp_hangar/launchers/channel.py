@@ -24,6 +24,10 @@ class Channel(Protocol):
 
     def exit_status(self) -> int | None: ...
 
+    async def wait_exited(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` seconds for the provider to end; its exit status, if it did."""
+        ...
+
     def stderr_tail(self) -> str: ...
 
 

@@ -40,6 +40,7 @@ NotificationFn = Callable[[str, dict[str, Any]], Coroutine[Any, Any, None]]
 
 CLIENT_INFO = {"name": "mcp-hangar", "version": __version__}
 CANCEL_NOTIFY_TIMEOUT_S = 1.0
+EXIT_GRACE_S = 1.0
 METHOD_NOT_FOUND = -32601
 
 
@@ -98,6 +99,10 @@ class RpcSession:
                     self._fail_all(ConnectionLost(f"provider {self._provider_id!r}: {exc}"))
                 tg.cancel_scope.cancel()
         finally:
+            # stdout closing usually means the process is exiting; its exit status and last
+            # stderr lines make the error a caller sees actionable, so give them a moment.
+            with anyio.CancelScope(shield=True):
+                await self._channel.wait_exited(EXIT_GRACE_S)
             self._fail_all(self._lost())
             self._done.set()
 
@@ -227,7 +232,8 @@ class RpcSession:
             try:
                 return await fut
             except BaseException:
-                if not fut.done() and self._closed is None:
+                # Awaiting a future cancels it along with us, so "cancelled" means "never answered".
+                if (fut.cancelled() or not fut.done()) and self._closed is None:
                     await self._send_cancel(rid)
                 raise
         finally:

@@ -86,6 +86,13 @@ class SubprocessChannel:
     def stderr_tail(self) -> str:
         return self._stderr.tail()
 
+    async def wait_exited(self, timeout: float) -> int | None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._process.wait(), timeout)
+            # let the last stderr lines (often the reason it died) reach the ring
+            await asyncio.wait_for(asyncio.shield(self._stderr_task), 0.5)
+        return self._process.returncode
+
     async def close(self) -> None:
         """Close stdin, SIGTERM the process group, wait, SIGKILL, reap. Never raises."""
         if self._closed:

@@ -36,6 +36,7 @@ log = structlog.get_logger("mcp_hangar.provider")
 EventSink = Callable[[ev.DomainEvent], None]
 HEALTH_CHECK_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
+WAIT_OUT_BACKOFF_S = 2.0  # callers wait out a restart delay up to this long instead of failing
 
 
 class Provider:
@@ -69,7 +70,15 @@ class Provider:
         self.last_used: float = time.monotonic()
         self.last_health_check: float | None = None
         self.in_flight = 0
-        self.stats = {"invocations": 0, "failures": 0, "starts": 0, "crashes": 0, "start_failures": 0}
+        self.stats = {
+            "invocations": 0,
+            "failures": 0,
+            "starts": 0,
+            "crashes": 0,
+            "start_failures": 0,
+            "health_checks": 0,
+            "health_check_failures": 0,
+        }
         self.last_error: str | None = None
 
     # --- state ----------------------------------------------------------------------------
@@ -134,7 +143,10 @@ class Provider:
                 "mcp-hangar; only mode 'subprocess' can be started"
             )
         wait = self.crashes.wait_before_start(time.monotonic())
-        if wait > 0:
+        if 0 < wait <= WAIT_OUT_BACKOFF_S:
+            # A short pause costs the caller less than an error would.
+            await anyio.sleep(wait)
+        elif wait > 0:
             raise BackingOff(
                 f"provider {self.id!r} crashed {self.crashes.consecutive} times in a row; "
                 f"next start allowed in {wait:.1f}s (last error: {self.last_error})"
@@ -342,11 +354,14 @@ class Provider:
             return False
         t0 = time.monotonic()
         self.last_health_check = t0
+        self.stats["health_checks"] += 1
         try:
             with anyio.fail_after(min(HEALTH_CHECK_TIMEOUT_S, self.spec.health_check_interval_s)):
                 await session.ping()
         except (ProviderError, TimeoutError) as exc:
             error = "no answer to ping" if isinstance(exc, TimeoutError) else str(exc)
+            self.stats["health_check_failures"] += 1
+            self.last_error = f"health check failed: {error}"
             degraded = self.health.record_failure(error)
             self._emit(
                 ev.HealthCheckFailed(

@@ -9,8 +9,8 @@ from typing import Any
 
 import anyio
 import mcp_types as types
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from mcp.server.context import ServerRequestContext
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcp_hangar.domain.errors import NotSupported, ProviderError, RemoteError, UnknownProvider
 from mcp_hangar.domain.states import ProviderState

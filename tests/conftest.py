@@ -1,0 +1,72 @@
+"""Shared fixtures: the real third-party providers, and a real mcp-hangar process to talk to."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+
+ROOT = Path(__file__).resolve().parent.parent
+EVERYTHING_JS = ROOT / ".cache/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
+FAULTY = Path(__file__).resolve().parent / "providers" / "faulty.py"
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def everything_command() -> list[str]:
+    if not EVERYTHING_JS.exists():
+        pytest.fail(f"{EVERYTHING_JS} is missing: run scripts/bootstrap.sh first")
+    node = shutil.which("node")
+    assert node, "node is not installed: run scripts/bootstrap.sh first"
+    return [node, str(EVERYTHING_JS), "stdio"]
+
+
+def time_command() -> list[str]:
+    exe = BIN / "mcp-server-time"
+    if not exe.exists():
+        pytest.fail("mcp-server-time is not installed: run scripts/bootstrap.sh first")
+    return [str(exe), "--local-timezone", "UTC"]
+
+
+def faulty_command(*flags: str) -> list[str]:
+    return [sys.executable, str(FAULTY), *flags]
+
+
+def write_config(path: Path, providers: dict[str, Any], **extra: Any) -> Path:
+    path.write_text(yaml.safe_dump({"providers": providers, **extra}, sort_keys=False))
+    return path
+
+
+@asynccontextmanager
+async def hangar(config: Path, *, mode: str = "auto", env: dict[str, str] | None = None) -> AsyncIterator[Client]:
+    """A real `mcp-hangar --config FILE` process, spoken to by the SDK's client over stdio."""
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "mcp_hangar", "--config", str(config), "--log-level", "debug"],
+        env={**os.environ, **(env or {})},
+        cwd=str(ROOT),
+    )
+    async with Client(params, mode=mode, read_timeout_seconds=60) as client:
+        yield client
+
+
+def pid_alive(pid: int) -> bool:
+    """True if the process exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
