@@ -14,6 +14,7 @@ import structlog
 from mcp_hangar.config import LoadedConfig
 from mcp_hangar.domain import events as ev
 from mcp_hangar.runtime.registry import Registry
+from mcp_hangar.server.fastpath import FastPath
 from mcp_hangar.server.mcp import build_server
 from mcp_hangar.server.stdio import stdio_transport
 
@@ -46,12 +47,12 @@ class Hangar:
             registry = self._open(tg)
             tg.start_soon(_stop_on_signal, tg.cancel_scope)
             server = build_server(registry)
-            log.info(
-                "hangar.started", transport="stdio", providers=len(registry), config=str(self.loaded.path)
-            )
+            log.info("hangar.started", transport="stdio", providers=len(registry), config=str(self.loaded.path))
             try:
-                async with stdio_transport() as (read_stream, write_stream):
-                    await server.run(read_stream, write_stream, server.create_initialization_options())
+                async with stdio_transport() as wire:
+                    if wire.writer is not None:
+                        wire.take = FastPath(registry, wire.send, server.server_info_stamp, tg).take
+                    await server.run(wire.incoming, wire.outgoing, server.create_initialization_options())
                 log.info("hangar.stopping", reason="stdin closed")
             finally:
                 await registry.stop_all()
@@ -59,9 +60,7 @@ class Hangar:
         log.info("hangar.stopped")
 
     def _open(self, tg: anyio.abc.TaskGroup) -> Registry:
-        self.registry = Registry(
-            self.loaded.config, base_dir=self.loaded.path.parent, emit=self.emit, task_group=tg
-        )
+        self.registry = Registry(self.loaded.config, base_dir=self.loaded.path.parent, emit=self.emit, task_group=tg)
         self.registry.start_background()
         return self.registry
 

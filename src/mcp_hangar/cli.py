@@ -106,9 +106,7 @@ def check(config: Annotated[Path, typer.Argument(help="Configuration file to val
     for pid, spec in loaded.config.providers.items():
         runs = _what_runs(spec)
         tools = "predefined: " + str(len(spec.tools)) if spec.tools is not None else "on start"
-        table.add_row(
-            pid, spec.mode, runs, f"{spec.idle_ttl_s:g}s", f"{spec.health_check_interval_s:g}s", tools
-        )
+        table.add_row(pid, spec.mode, runs, f"{spec.idle_ttl_s:g}s", f"{spec.health_check_interval_s:g}s", tools)
     out.print(table)
     out.print("[green]configuration is valid[/]")
 

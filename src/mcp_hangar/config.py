@@ -108,9 +108,7 @@ class GroupMember(_Strict):
 
 class GroupProvider(_ProviderBase):
     mode: Literal["group"]
-    strategy: Literal["round_robin", "weighted_round_robin", "priority", "least_connections", "random"] = (
-        "round_robin"
-    )
+    strategy: Literal["round_robin", "weighted_round_robin", "priority", "least_connections", "random"] = "round_robin"
     members: Annotated[list[GroupMember], Field(min_length=1)]
 
     @field_validator("members", mode="before")
@@ -228,9 +226,7 @@ def _compose(text: str, source: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
     return build(node, ()), lines
 
 
-def _interpolate_tree(
-    data: Any, path: tuple[Any, ...], environ: Mapping[str, str], bad: list[tuple[Any, ...]]
-) -> Any:
+def _interpolate_tree(data: Any, path: tuple[Any, ...], environ: Mapping[str, str], bad: list[tuple[Any, ...]]) -> Any:
     if isinstance(data, str):
         try:
             return interpolate(data, environ)
@@ -312,9 +308,7 @@ def parse_config(text: str, source: str = "<config>", environ: Mapping[str, str]
     return config
 
 
-def _format(
-    found: list[tuple[tuple[Any, ...], str]], lines: dict[tuple[Any, ...], int], source: str
-) -> list[str]:
+def _format(found: list[tuple[tuple[Any, ...], str]], lines: dict[tuple[Any, ...], int], source: str) -> list[str]:
     problems = []
     for path, why in found:
         line = _line_of(path, lines)

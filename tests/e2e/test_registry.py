@@ -118,9 +118,7 @@ async def test_providers_start_lazily_and_predefined_tools_need_no_start(config:
         assert live["source"] == "live"
         assert {t["name"] for t in live["tools"]} == {"get_current_time", "convert_time"}
 
-        assert [r["id"] for r in (await call(client, "registry_list", state_filter="ready"))["providers"]] == [
-            "time"
-        ]
+        assert [r["id"] for r in (await call(client, "registry_list", state_filter="ready"))["providers"]] == ["time"]
         cold = (await call(client, "registry_list", state_filter="cold"))["providers"]
         assert {r["id"] for r in cold} == {"everything", "faulty"}
 
@@ -135,7 +133,8 @@ async def test_classic_provider_result_passes_through_unchanged(config: Path) ->
         assert (await provider_row(client, "everything"))["protocol_version"] == "2025-11-25"
 
         structured = await client.call_tool(
-            "registry_invoke", {"provider": "everything", "tool": "get-structured-content", "arguments": {"location": "New York"}}
+            "registry_invoke",
+            {"provider": "everything", "tool": "get-structured-content", "arguments": {"location": "New York"}},
         )
         assert structured.structured_content is not None and "temperature" in structured.structured_content
 
@@ -207,12 +206,15 @@ async def test_timeout_cancels_the_upstream_request(config: Path, tmp_path: Path
             client, "registry_invoke", provider="faulty", tool="sleep", arguments={"seconds": 30}, timeout=0.5
         )
         assert "did not answer within 0.5s" in text
+
         async def provider_saw_cancel() -> bool:
             return any(tmp_path.glob("cancelled-30*"))
 
         await wait_for(provider_saw_cancel, timeout=10)
         # The provider is still fine and the slot was released.
-        ok = await client.call_tool("registry_invoke", {"provider": "faulty", "tool": "sleep", "arguments": {"seconds": 0}})
+        ok = await client.call_tool(
+            "registry_invoke", {"provider": "faulty", "tool": "sleep", "arguments": {"seconds": 0}}
+        )
         assert not ok.is_error
         assert (await provider_row(client, "faulty"))["in_flight"] == 0
 
@@ -226,7 +228,11 @@ async def test_progress_is_relayed_to_the_caller(config: Path) -> None:
 
         result = await client.call_tool(
             "registry_invoke_stream",
-            {"provider": "everything", "tool": "trigger-long-running-operation", "arguments": {"duration": 1, "steps": 4}},
+            {
+                "provider": "everything",
+                "tool": "trigger-long-running-operation",
+                "arguments": {"duration": 1, "steps": 4},
+            },
             progress_callback=on_progress,
         )
         assert not result.is_error
@@ -238,7 +244,11 @@ async def test_progress_is_relayed_to_the_caller(config: Path) -> None:
         seen.clear()
         await client.call_tool(
             "registry_invoke",
-            {"provider": "everything", "tool": "trigger-long-running-operation", "arguments": {"duration": 0.4, "steps": 2}},
+            {
+                "provider": "everything",
+                "tool": "trigger-long-running-operation",
+                "arguments": {"duration": 0.4, "steps": 2},
+            },
             progress_callback=on_progress,
         )
         assert seen == [(1, 2), (2, 2)]
@@ -294,8 +304,13 @@ async def test_invoke_ex_retries_only_when_safe(config: Path, tmp_path: Path) ->
         async def read_only_call() -> None:
             outcome["r"] = await client.call_tool(
                 "registry_invoke_ex",
-                {"provider": "faulty", "tool": "sleep", "arguments": {"seconds": 0.5}, "max_retries": 2,
-                 "correlation_id": "req-42"},
+                {
+                    "provider": "faulty",
+                    "tool": "sleep",
+                    "arguments": {"seconds": 0.5},
+                    "max_retries": 2,
+                    "correlation_id": "req-42",
+                },
             )
 
         async with anyio.create_task_group() as tg:
@@ -474,12 +489,18 @@ async def test_signal_stops_every_provider(config: Path, sig: signal.Signals) ->
                 "jsonrpc": "2.0",
                 "id": 1,
                 "method": "initialize",
-                "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+                "params": {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {},
+                    "clientInfo": {"name": "t", "version": "1"},
+                },
             }
         )
         assert init and init["result"]["serverInfo"]["name"] == "mcp-hangar"
         await rpc({"jsonrpc": "2.0", "method": "notifications/initialized"})
-        await rpc({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "registry_warm", "arguments": {}}})
+        await rpc(
+            {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "registry_warm", "arguments": {}}}
+        )
         listed = await rpc(
             {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "registry_list", "arguments": {}}}
         )

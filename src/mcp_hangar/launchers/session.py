@@ -57,9 +57,7 @@ class Handshake:
 
 
 class RpcSession:
-    def __init__(
-        self, channel: Channel, provider_id: str, on_notification: NotificationFn | None = None
-    ) -> None:
+    def __init__(self, channel: Channel, provider_id: str, on_notification: NotificationFn | None = None) -> None:
         self._channel = channel
         self._provider_id = provider_id
         self._on_notification = on_notification
@@ -147,9 +145,7 @@ class RpcSession:
                 return  # a late answer to a request we gave up on
             if "error" in message:
                 err = message["error"] if isinstance(message["error"], dict) else {}
-                fut.set_exception(
-                    RemoteError(err.get("code", 0), str(err.get("message", "")), err.get("data"))
-                )
+                fut.set_exception(RemoteError(err.get("code", 0), str(err.get("message", "")), err.get("data")))
             else:
                 result = message.get("result")
                 fut.set_result(result if isinstance(result, dict) else {})
@@ -161,9 +157,7 @@ class RpcSession:
         elif method == "notifications/progress":
             callback = self._progress.get(params.get("progressToken"))
             if callback is not None and self._tg is not None:
-                self._tg.start_soon(
-                    callback, params.get("progress", 0), params.get("total"), params.get("message")
-                )
+                self._tg.start_soon(callback, params.get("progress", 0), params.get("total"), params.get("message"))
         elif self._on_notification is not None and self._tg is not None:
             self._tg.start_soon(self._on_notification, method, params)
 
@@ -226,9 +220,7 @@ class RpcSession:
             try:
                 await self._channel.send(json.dumps(message).encode() + b"\n")
             except (OSError, RuntimeError) as exc:
-                raise ConnectionLost(
-                    f"provider {self._provider_id!r}: cannot write: {exc}", sent=False
-                ) from None
+                raise ConnectionLost(f"provider {self._provider_id!r}: cannot write: {exc}", sent=False) from None
             try:
                 return await fut
             except BaseException:

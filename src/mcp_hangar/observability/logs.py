@@ -15,9 +15,7 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()
     else:
-        renderer = structlog.processors.KeyValueRenderer(
-            key_order=["timestamp", "level", "event"], sort_keys=False
-        )
+        renderer = structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"], sort_keys=False)
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,

@@ -174,9 +174,7 @@ class Provider:
             self.crashes.record_crash(time.monotonic(), None)
             self._emit(ev.ProviderStartFailed(provider_id=self.id, at=time.time(), error=message))
             # A cancelled start (shutdown, registry_stop) is not a failure of the provider.
-            self._transition(
-                ProviderState.DEAD if isinstance(exc, Exception) else ProviderState.COLD, message
-            )
+            self._transition(ProviderState.DEAD if isinstance(exc, Exception) else ProviderState.COLD, message)
             if isinstance(exc, Exception):
                 raise StartFailed(message) from None
             raise
@@ -280,9 +278,7 @@ class Provider:
             self.in_flight += 1
             self.stats["invocations"] += 1
             t0 = time.monotonic()
-            self._emit(
-                ev.ToolInvoked(provider_id=self.id, at=time.time(), tool=tool, correlation_id=correlation_id)
-            )
+            self._emit(ev.ToolInvoked(provider_id=self.id, at=time.time(), tool=tool, correlation_id=correlation_id))
             try:
                 with anyio.fail_after(timeout or self.spec.call_timeout_s):
                     result = await session.request("tools/call", params, on_progress=on_progress)
@@ -318,9 +314,7 @@ class Provider:
         )
         return result
 
-    def _failed(
-        self, tool: str, t0: float, correlation_id: str | None, error: str, health: bool = True
-    ) -> None:
+    def _failed(self, tool: str, t0: float, correlation_id: str | None, error: str, health: bool = True) -> None:
         self.stats["failures"] += 1
         self.last_error = error
         self._emit(
@@ -375,9 +369,7 @@ class Provider:
                 self._transition(ProviderState.DEGRADED, f"health check failed: {error}")
             return False
         duration_ms = (time.monotonic() - t0) * 1000
-        self._emit(
-            ev.HealthCheckPassed(provider_id=self.id, at=time.time(), duration_ms=round(duration_ms, 3))
-        )
+        self._emit(ev.HealthCheckPassed(provider_id=self.id, at=time.time(), duration_ms=round(duration_ms, 3)))
         if self.state == ProviderState.DEGRADED:
             self._recovered()
         else:

@@ -22,9 +22,7 @@ TICK_S = 0.5  # how often the idle and health loops look at the providers
 
 
 class Registry:
-    def __init__(
-        self, config: Config, *, base_dir: Path, emit: EventSink, task_group: anyio.abc.TaskGroup
-    ) -> None:
+    def __init__(self, config: Config, *, base_dir: Path, emit: EventSink, task_group: anyio.abc.TaskGroup) -> None:
         self._emit = emit
         self._tg = task_group
         self._providers = {

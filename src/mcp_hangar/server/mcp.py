@@ -27,7 +27,7 @@ def build_server(registry: Registry) -> Server[Any]:
     async def call_tool(
         ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult | dict[str, Any]:
-        return await tools.call(tools.ToolContext(registry, ctx), params.name, params.arguments or {})
+        return await tools.call(tools.ToolContext.from_sdk(registry, ctx), params.name, params.arguments or {})
 
     server: Server[Any] = Server(
         "mcp-hangar",

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -25,12 +27,43 @@ from mcp.shared.message import SessionMessage
 from mcp_hangar.launchers.subprocess import MAX_MESSAGE_BYTES
 
 BUFFERED_MESSAGES = 64
+HIGH_WATER_BYTES = 1024 * 1024  # beyond this much unsent output, writers wait for the client to read
 
-Streams = tuple[MemoryObjectReceiveStream[SessionMessage | Exception], MemoryObjectSendStream[SessionMessage]]
+Take = Callable[[Any], bool]
+
+
+@dataclass(eq=False)
+class Wire:
+    """One stdio connection: SDK-facing message streams plus a raw line writer.
+
+    ``take``, when set, sees every parsed incoming message first; a message it takes never
+    reaches the SDK (that is how the fast path serves tool calls).
+    """
+
+    incoming: MemoryObjectReceiveStream[SessionMessage | Exception]
+    outgoing: MemoryObjectSendStream[SessionMessage]
+    writer: asyncio.StreamWriter | None
+    take: Take | None = None
+    _pending: list[bytes] = field(default_factory=list)
+
+    async def send(self, line: bytes) -> None:
+        """Queue one line; lines queued in the same loop iteration go out in one write."""
+        assert self.writer is not None
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append(line)
+        if self.writer.transport.get_write_buffer_size() > HIGH_WATER_BYTES:
+            with contextlib.suppress(ConnectionError):
+                await self.writer.drain()
+
+    def _flush(self) -> None:
+        data, self._pending = b"".join(self._pending), []
+        if self.writer is not None and not self.writer.is_closing():
+            self.writer.write(data)
 
 
 @asynccontextmanager
-async def stdio_transport() -> AsyncIterator[Any]:
+async def stdio_transport() -> AsyncIterator[Wire]:
     loop = asyncio.get_running_loop()
     # Private duplicates: the pipes get non-blocking mode, and fds 0/1 are pointed elsewhere so
     # nothing else in the process (or a library that prints) can corrupt the wire.
@@ -45,18 +78,19 @@ async def stdio_transport() -> AsyncIterator[Any]:
         )
     except (ValueError, OSError):
         # stdin or stdout is a regular file (not a pipe, socket or tty): the SDK's threaded
-        # transport handles those.
+        # transport handles those, without the fast path.
         with contextlib.suppress(OSError):
             os.close(in_fd)
             os.close(out_fd)
-        async with sdk_stdio_server() as streams:
-            yield streams
+        async with sdk_stdio_server() as (sdk_in, sdk_out):
+            yield Wire(sdk_in, sdk_out, None)
         return
     writer = asyncio.StreamWriter(out_transport, out_protocol, None, loop)
     _divert_std_fds()
 
     incoming_send, incoming = anyio.create_memory_object_stream[SessionMessage | Exception](BUFFERED_MESSAGES)
     outgoing, outgoing_receive = anyio.create_memory_object_stream[SessionMessage](BUFFERED_MESSAGES)
+    wire = Wire(incoming, outgoing, writer)
 
     async def read_stdin() -> None:
         async with incoming_send:
@@ -73,7 +107,10 @@ async def stdio_transport() -> AsyncIterator[Any]:
                 if not line.strip():
                     continue
                 try:
-                    message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+                    raw = json.loads(line)
+                    if wire.take is not None and wire.take(raw):
+                        continue
+                    message = types.jsonrpc_message_adapter.validate_python(raw, by_name=False)
                 except Exception as exc:
                     await incoming_send.send(exc)
                     continue
@@ -83,19 +120,18 @@ async def stdio_transport() -> AsyncIterator[Any]:
         async with outgoing_receive:
             async for session_message in outgoing_receive:
                 data = session_message.message.model_dump_json(by_alias=True, exclude_unset=True)
-                writer.write(data.encode() + b"\n")
-                with contextlib.suppress(ConnectionError):
-                    await writer.drain()
+                await wire.send(data.encode() + b"\n")
 
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(read_stdin)
             tg.start_soon(write_stdout)
             try:
-                yield incoming, outgoing
+                yield wire
             finally:
                 tg.cancel_scope.cancel()
     finally:
+        wire._flush()
         in_transport.close()
         writer.close()
 

@@ -14,6 +14,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcp_hangar.domain.errors import NotSupported, ProviderError, RemoteError, UnknownProvider
 from mcp_hangar.domain.states import ProviderState
+from mcp_hangar.launchers.session import ProgressFn
 from mcp_hangar.runtime.provider import Provider
 from mcp_hangar.runtime.registry import Registry
 from mcp_hangar.server.dashboard import render_status
@@ -35,8 +36,17 @@ Handler = Callable[["ToolContext", dict[str, Any]], Awaitable[types.CallToolResu
 
 @dataclass(slots=True)
 class ToolContext:
+    """What a registry tool needs to know about the request it serves."""
+
     registry: Registry
-    request: ServerRequestContext[Any]
+    protocol_version: str  # the client's, which decides the result's shape
+    report_progress: ProgressFn | None = None  # set when the client asked for progress
+
+    @classmethod
+    def from_sdk(cls, registry: Registry, ctx: ServerRequestContext[Any]) -> ToolContext:
+        meta = ctx.meta or {}
+        wants_progress = meta.get("progress_token", meta.get("progressToken")) is not None
+        return cls(registry, ctx.protocol_version, ctx.session.report_progress if wants_progress else None)
 
 
 # --- schemas --------------------------------------------------------------------------------
@@ -130,8 +140,7 @@ TOOLS: list[types.Tool] = [
     _tool("registry_sources", "List discovery sources and their status.", _schema({}), read_only=True),
     _tool(
         "registry_warm",
-        "Start providers ahead of use so their first call has no cold start "
-        "(all providers when none are named).",
+        "Start providers ahead of use so their first call has no cold start (all providers when none are named).",
         _schema({"providers": {"type": "array", "items": _PROVIDER, "uniqueItems": True}}),
     ),
 ]
@@ -143,9 +152,7 @@ TOOLS: list[types.Tool] = [
 def ok(data: Any, text: str | None = None) -> types.CallToolResult:
     structured = data if isinstance(data, dict) else {"result": data}
     body = text if text is not None else json.dumps(data, indent=2, default=str)
-    return types.CallToolResult(
-        content=[types.TextContent(type="text", text=body)], structured_content=structured
-    )
+    return types.CallToolResult(content=[types.TextContent(type="text", text=body)], structured_content=structured)
 
 
 def error(message: str) -> types.CallToolResult:
@@ -166,9 +173,7 @@ def _arg_number(args: dict[str, Any], key: str, tool: str, low: float, high: flo
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not low < value <= high:
-        raise BadArguments(
-            f"{tool}: argument {key!r} must be a number greater than {low:g} and at most {high:g}"
-        )
+        raise BadArguments(f"{tool}: argument {key!r} must be a number greater than {low:g} and at most {high:g}")
     return float(value)
 
 
@@ -219,11 +224,6 @@ def _is_retry_safe(tool: dict[str, Any] | None) -> bool:
     return bool(annotations.get("readOnlyHint") or annotations.get("idempotentHint"))
 
 
-def _progress_token(ctx: ServerRequestContext[Any]) -> Any:
-    meta = ctx.meta or {}
-    return meta.get("progress_token", meta.get("progressToken"))
-
-
 # --- invoking -------------------------------------------------------------------------------
 
 
@@ -236,9 +236,7 @@ async def _check_tool(provider: Provider, tool: str) -> None:
 
 def _failure(provider_id: str, tool: str, exc: Exception) -> str:
     if isinstance(exc, RemoteError):
-        return (
-            f"provider {provider_id!r} rejected the call to {tool!r}: {exc.remote_message} (code {exc.code})"
-        )
+        return f"provider {provider_id!r} rejected the call to {tool!r}: {exc.remote_message} (code {exc.code})"
     return str(exc)
 
 
@@ -250,18 +248,19 @@ async def _invoke(tc: ToolContext, args: dict[str, Any], name: str, *, stream: b
     timeout = _arg_number(args, "timeout", name, 0, 3600)
     provider = tc.registry.get(pid)
     await _check_tool(provider, tool)
-    session = tc.request.session
+    report = tc.report_progress
     recorded: list[dict[str, Any]] = []
     relay = None
-    if stream or _progress_token(tc.request) is not None:
+    if stream or report is not None:
 
         async def relay(progress: float, total: float | None, message: str | None) -> None:
             if stream and len(recorded) < MAX_RECORDED_PROGRESS:
                 recorded.append({"progress": progress, "total": total, "message": message})
-            await session.report_progress(progress, total, message)
+            if report is not None:
+                await report(progress, total, message)
 
     result = await provider.call_tool(tool, arguments, timeout=timeout, on_progress=relay)
-    result = _clean(result, tc.request.protocol_version)
+    result = _clean(result, tc.protocol_version)
     if stream:
         result = _with_meta(result, {"provider": pid, "progress": recorded})
     return result
@@ -284,11 +283,7 @@ async def registry_invoke_ex(tc: ToolContext, args: dict[str, Any]) -> Any:
     timeout = _arg_number(args, "timeout", name, 0, 3600)
     correlation_id = _arg_str(args, "correlation_id", name, required=False)
     max_retries = args.get("max_retries", 0)
-    if (
-        isinstance(max_retries, bool)
-        or not isinstance(max_retries, int)
-        or not 0 <= max_retries <= MAX_RETRIES
-    ):
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or not 0 <= max_retries <= MAX_RETRIES:
         raise BadArguments(f"{name}: argument 'max_retries' must be an integer from 0 to {MAX_RETRIES}")
     provider = tc.registry.get(pid)
     attempts: list[str] = []
@@ -326,7 +321,7 @@ async def registry_invoke_ex(tc: ToolContext, args: dict[str, Any]) -> Any:
             "errors": attempts,
             "correlation_id": correlation_id,
         }
-        return _with_meta(_clean(result, tc.request.protocol_version), meta)
+        return _with_meta(_clean(result, tc.protocol_version), meta)
 
 
 def _error_with_meta(message: str, meta: dict[str, Any]) -> types.CallToolResult:
@@ -372,9 +367,7 @@ async def registry_tools(tc: ToolContext, args: dict[str, Any]) -> Any:
     if not provider.tools_known:
         await provider.ensure_started()
         source = "live"
-    return ok(
-        {"provider": provider.id, "source": source, "state": provider.state.value, "tools": provider.tools}
-    )
+    return ok({"provider": provider.id, "source": source, "state": provider.state.value, "tools": provider.tools})
 
 
 def _health(provider: Provider) -> dict[str, Any]:

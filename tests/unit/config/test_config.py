@@ -109,8 +109,7 @@ def test_errors_name_file_line_provider_and_key(text: str, expected: str) -> Non
 def test_unset_variable_is_an_error_that_names_it() -> None:
     found = problems("providers:\n  a:\n    mode: subprocess\n    command: [x]\n    env:\n      TOKEN: ${API_TOKEN}\n")
     assert found == [
-        "config.yaml:6: provider 'a': key 'env.TOKEN': environment variable API_TOKEN is not set "
-        "(use ${VAR:-default})"
+        "config.yaml:6: provider 'a': key 'env.TOKEN': environment variable API_TOKEN is not set (use ${VAR:-default})"
     ]
 
 

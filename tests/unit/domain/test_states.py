@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -11,7 +13,7 @@ S = ProviderState
 
 def test_the_lifecycle_of_the_contract_is_legal() -> None:
     path = [S.COLD, S.INITIALIZING, S.READY, S.DEGRADED, S.READY, S.DEGRADED, S.DEAD, S.INITIALIZING, S.READY, S.COLD]
-    for current, target in zip(path, path[1:], strict=False):
+    for current, target in itertools.pairwise(path):
         check_transition("p", current, target)
 
 
@@ -46,7 +48,7 @@ def test_no_sequence_of_requests_reaches_an_illegal_state(targets: list[Provider
             continue
         state = target
         visited.append(state)
-    for a, b in zip(visited, visited[1:], strict=False):
+    for a, b in itertools.pairwise(visited):
         assert (a, b) in TRANSITIONS
     # READY is never reached without passing through INITIALIZING first.
     if S.READY in visited:

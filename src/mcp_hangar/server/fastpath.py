@@ -1,0 +1,154 @@
+"""The hot path: ``tools/call`` served straight from the parsed JSON, beside the SDK's server.
+
+Every other message (the handshake, listings, pings, anything unusual) goes to the official SDK
+server. A tool call, once the connection is established, is taken here instead: the SDK's layers
+(dispatcher, per-version validation of params and result, middleware, model dumps) cost more CPU
+than relaying the call itself (DESIGN.md, "Where the time goes"). The tool logic is the same
+``tools.call`` the SDK path runs; only the framing differs, and it follows what the SDK does:
+
+- the connection's era is decided by the first request (a 2026-07-28 ``_meta`` envelope or not);
+- classic connections are served only after ``initialize`` and ``notifications/initialized``;
+- 2026-07-28 results carry ``resultType`` and the server's identity stamp in ``_meta``;
+- a request the client cancels is never answered.
+
+Anything this module is not sure about is left to the SDK, which answers it correctly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+import mcp_types as types
+import structlog
+from mcp_types import (
+    CLIENT_CAPABILITIES_META_KEY,
+    CLIENT_INFO_META_KEY,
+    PROTOCOL_VERSION_META_KEY,
+    SERVER_INFO_META_KEY,
+)
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
+
+from mcp_hangar.runtime.registry import Registry
+from mcp_hangar.server import tools
+
+log = structlog.get_logger("mcp_hangar.fastpath")
+
+Send = Callable[[bytes], Awaitable[None]]
+INTERNAL_ERROR = -32603
+
+
+class FastPath:
+    def __init__(
+        self, registry: Registry, send: Send, server_info: dict[str, Any], task_group: anyio.abc.TaskGroup
+    ) -> None:
+        self._registry = registry
+        self._send = send
+        self._server_info = server_info
+        self._tg = task_group
+        self._modern: bool | None = None  # decided by the first request, as the SDK decides
+        self._legacy_version: str | None = None
+        self._initialized = False
+        self._in_flight: dict[Any, anyio.CancelScope] = {}
+
+    def take(self, message: Any) -> bool:
+        """Look at one parsed incoming message; True if it was taken here (the SDK must not see it)."""
+        if not isinstance(message, dict):
+            return False
+        method = message.get("method")
+        if not isinstance(method, str):
+            return False  # a response to a request of the SDK's
+        params = message.get("params")
+        if "id" not in message:
+            return self._notification(method, params)
+        if self._modern is None:
+            self._modern = _has_envelope(params)
+        if method == "initialize" and not self._modern:
+            requested = params.get("protocolVersion") if isinstance(params, dict) else None
+            self._legacy_version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
+            return False
+        if method != "tools/call" or not isinstance(params, dict):
+            return False
+        version = self._version(params)
+        name, arguments = params.get("name"), params.get("arguments")
+        if version is None or not isinstance(name, str) or not isinstance(arguments, dict | None):
+            return False
+        meta = params.get("_meta")
+        token = meta.get("progressToken") if isinstance(meta, dict) else None
+        self._tg.start_soon(self._serve, message["id"], name, arguments or {}, version, token)
+        return True
+
+    def _notification(self, method: str, params: Any) -> bool:
+        if method == "notifications/initialized":
+            self._initialized = self._legacy_version is not None
+        elif method == "notifications/cancelled" and isinstance(params, dict):
+            scope = self._in_flight.get(params.get("requestId"))
+            if scope is not None:
+                scope.cancel()
+                return True
+        return False
+
+    def _version(self, params: dict[str, Any]) -> str | None:
+        """The protocol version this call is served at, or None to leave it to the SDK."""
+        if not self._modern:
+            return self._legacy_version if self._initialized else None
+        meta = params.get("_meta")
+        if not isinstance(meta, dict) or CLIENT_INFO_META_KEY not in meta or CLIENT_CAPABILITIES_META_KEY not in meta:
+            return None
+        version = meta.get(PROTOCOL_VERSION_META_KEY)
+        return version if version in MODERN_PROTOCOL_VERSIONS else None
+
+    async def _serve(self, request_id: Any, name: str, arguments: dict[str, Any], version: str, token: Any) -> None:
+        report = None
+        if token is not None:
+
+            async def report(progress: float, total: float | None, message: str | None) -> None:
+                params: dict[str, Any] = {"progressToken": token, "progress": progress}
+                if total is not None:
+                    params["total"] = total
+                if message is not None:
+                    params["message"] = message
+                await self._write({"jsonrpc": "2.0", "method": "notifications/progress", "params": params})
+
+        context = tools.ToolContext(self._registry, version, report)
+        with anyio.CancelScope() as scope:
+            self._in_flight[request_id] = scope
+            try:
+                result = await tools.call(context, name, arguments)
+            except Exception as exc:
+                log.exception("tool.internal_error", tool=name)
+                error = {"code": INTERNAL_ERROR, "message": f"mcp-hangar internal error in {name}: {exc}"}
+                await self._write({"jsonrpc": "2.0", "id": request_id, "error": error})
+                return
+            finally:
+                self._in_flight.pop(request_id, None)
+        if scope.cancelled_caught:
+            return  # the client cancelled it: cancelled requests are never answered
+        await self._write({"jsonrpc": "2.0", "id": request_id, "result": self._shape(result, version)})
+
+    def _shape(self, result: types.CallToolResult | dict[str, Any], version: str) -> dict[str, Any]:
+        if isinstance(result, types.CallToolResult):
+            wire = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        else:
+            wire = dict(result)
+        if version in MODERN_PROTOCOL_VERSIONS:
+            wire.setdefault("resultType", "complete")
+            meta = wire.get("_meta")
+            wire["_meta"] = {
+                **(meta if isinstance(meta, dict) else {}),
+                SERVER_INFO_META_KEY: self._server_info,
+            }
+        else:
+            wire.pop("resultType", None)
+        return wire
+
+    async def _write(self, message: dict[str, Any]) -> None:
+        await self._send(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+
+
+def _has_envelope(params: Any) -> bool:
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return isinstance(meta, dict) and PROTOCOL_VERSION_META_KEY in meta
