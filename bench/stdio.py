@@ -103,7 +103,7 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-async def main(calls: int, out: Path | None) -> None:
+async def main(calls: int, rounds: int, out: Path | None) -> None:
     rows: list[tuple[str, str, str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.yaml"
@@ -135,28 +135,33 @@ async def main(calls: int, out: Path | None) -> None:
                 await caller(client, True)("echo", {"message": "x"})
                 cold_calls.append((time.perf_counter() - t1) * 1000)
 
-        # --- warm calls ---------------------------------------------------------------------
-        async with direct() as client:
-            call = caller(client, False)
-            d_seq = await sequential(call, calls)
-            d_tp8 = await throughput(call, 8, calls * 4)
-            d_tp32 = await throughput(call, 32, calls * 4)
-            d_sleep = await sleeps(call)
-        async with through_hangar(config) as client:
-            call = caller(client, True)
-            h_seq = await sequential(call, calls)
-            h_tp8 = await throughput(call, 8, calls * 4)
-            h_tp32 = await throughput(call, 32, calls * 4)
-            h_sleep = await sleeps(call)
+        # --- warm calls: both clients open at once, measured in alternating rounds so that
+        # drift in the machine's load hits both sides alike; the median round is reported ---
+        d_seq: list[float] = []
+        h_seq: list[float] = []
+        d_tp8, h_tp8, d_tp32, h_tp32, d_sleep, h_sleep = [], [], [], [], [], []  # type: ignore[var-annotated]
+        async with direct() as d_client, through_hangar(config) as client:
+            d_call, call = caller(d_client, False), caller(client, True)
+            for _ in range(rounds):
+                d_seq += await sequential(d_call, calls // rounds)
+                h_seq += await sequential(call, calls // rounds)
+                d_tp8.append(await throughput(d_call, 8, calls * 4))
+                h_tp8.append(await throughput(call, 8, calls * 4))
+                d_tp32.append(await throughput(d_call, 32, calls * 4))
+                h_tp32.append(await throughput(call, 32, calls * 4))
+                d_sleep.append(await sleeps(d_call))
+                h_sleep.append(await sleeps(call))
+            d_tp8, h_tp8, d_tp32, h_tp32 = map(statistics.median, (d_tp8, h_tp8, d_tp32, h_tp32))
+            d_sleep, h_sleep = statistics.median(d_sleep), statistics.median(h_sleep)
 
             # echo on one provider while another is busy with a slow call
             slow = caller(client, True, "slow")
             await slow("echo", {"message": "warm"})
-            quiet = await sequential(call, 200)
+            quiet = await sequential(call, 500)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(slow, "trigger-long-running-operation", {"duration": 10, "steps": 10})
                 await anyio.sleep(0.1)
-                busy = await sequential(call, 200)
+                busy = await sequential(call, 500)
                 tg.cancel_scope.cancel()
 
     def ms(v: float) -> str:
@@ -190,7 +195,8 @@ async def main(calls: int, out: Path | None) -> None:
     ]
     header = ["measure", "direct", "through hangar", "hangar vs direct"]
     lines = [
-        f"server-everything over stdio, {calls} sequential calls, {calls * 4} per throughput run; "
+        f"server-everything over stdio; {calls} sequential calls, {calls * 4} calls per throughput round, "
+        f"in {rounds} alternating rounds (throughput: median round); "
         f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} cores",
         "",
         "| " + " | ".join(header) + " |",
@@ -208,6 +214,7 @@ async def main(calls: int, out: Path | None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    anyio.run(main, args.calls, args.out)
+    anyio.run(main, args.calls, args.rounds, args.out)

@@ -50,7 +50,7 @@ class Hangar:
             log.info("hangar.started", transport="stdio", providers=len(registry), config=str(self.loaded.path))
             try:
                 async with stdio_transport() as wire:
-                    if wire.writer is not None:
+                    if wire.lines is not None:
                         wire.take = FastPath(registry, wire.send, server.server_info_stamp, tg).take
                     await server.run(wire.incoming, wire.outgoing, server.create_initialization_options())
                 log.info("hangar.stopping", reason="stdin closed")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections import deque
 from typing import Protocol
+
+HIGH_WATER_BYTES = 1024 * 1024  # beyond this much unsent data, writers wait for the reader
 
 
 class Channel(Protocol):
@@ -49,3 +53,32 @@ class StderrRing:
 
     def tail(self, lines: int = 10) -> str:
         return "\n".join(list(self._lines)[-lines:])
+
+
+class CoalescingWriter:
+    """Writes lines to a stream, batching those queued in one event-loop iteration into one write.
+
+    Under load many calls are issued at once; one write syscall for all of them (and one wakeup
+    of the reader) instead of one each is a large part of what keeps the relay cheap.
+    """
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._pending: list[bytes] = []
+
+    async def send(self, line: bytes) -> None:
+        if self._writer.is_closing():
+            raise ConnectionResetError("the stream is closed")
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._pending.append(line)
+        if self._writer.transport.get_write_buffer_size() > HIGH_WATER_BYTES:
+            await self._writer.drain()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        data, self._pending = b"".join(self._pending), []
+        if not self._writer.is_closing():
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                self._writer.write(data)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from mcp_hangar.config import SubprocessProvider
-from mcp_hangar.launchers.channel import LaunchError, StderrRing
+from mcp_hangar.launchers.channel import CoalescingWriter, LaunchError, StderrRing
 
 # Variables a typical MCP server needs to run at all. Everything else the provider gets must be
 # named in its config ``env``: hangar's own environment (API keys, tokens) never leaks through.
@@ -52,6 +52,7 @@ class SubprocessChannel:
         self._on_stderr = on_stderr
         assert process.stdin and process.stdout and process.stderr
         self._stdin = process.stdin
+        self._lines = CoalescingWriter(process.stdin)
         self._stdout = process.stdout
         self._stderr_task = asyncio.ensure_future(self._pump_stderr(process.stderr))
         self._closed = False
@@ -61,8 +62,9 @@ class SubprocessChannel:
         return self._process.pid
 
     async def send(self, data: bytes) -> None:
-        self._stdin.write(data)
-        await self._stdin.drain()
+        if self._process.returncode is not None:
+            raise ConnectionResetError(f"the provider exited with code {self._process.returncode}")
+        await self._lines.send(data)
 
     async def receive(self) -> bytes | None:
         try:
@@ -100,6 +102,7 @@ class SubprocessChannel:
         self._closed = True
         process = self._process
         with contextlib.suppress(Exception):
+            self._lines.flush()
             self._stdin.close()
         try:
             if process.returncode is None:

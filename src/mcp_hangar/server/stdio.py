@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -24,10 +24,10 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from mcp.server.stdio import stdio_server as sdk_stdio_server
 from mcp.shared.message import SessionMessage
 
+from mcp_hangar.launchers.channel import CoalescingWriter
 from mcp_hangar.launchers.subprocess import MAX_MESSAGE_BYTES
 
 BUFFERED_MESSAGES = 64
-HIGH_WATER_BYTES = 1024 * 1024  # beyond this much unsent output, writers wait for the client to read
 
 Take = Callable[[Any], bool]
 
@@ -42,24 +42,13 @@ class Wire:
 
     incoming: MemoryObjectReceiveStream[SessionMessage | Exception]
     outgoing: MemoryObjectSendStream[SessionMessage]
-    writer: asyncio.StreamWriter | None
+    lines: CoalescingWriter | None
     take: Take | None = None
-    _pending: list[bytes] = field(default_factory=list)
 
     async def send(self, line: bytes) -> None:
-        """Queue one line; lines queued in the same loop iteration go out in one write."""
-        assert self.writer is not None
-        if not self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._pending.append(line)
-        if self.writer.transport.get_write_buffer_size() > HIGH_WATER_BYTES:
-            with contextlib.suppress(ConnectionError):
-                await self.writer.drain()
-
-    def _flush(self) -> None:
-        data, self._pending = b"".join(self._pending), []
-        if self.writer is not None and not self.writer.is_closing():
-            self.writer.write(data)
+        assert self.lines is not None
+        with contextlib.suppress(ConnectionError):
+            await self.lines.send(line)
 
 
 @asynccontextmanager
@@ -90,7 +79,7 @@ async def stdio_transport() -> AsyncIterator[Wire]:
 
     incoming_send, incoming = anyio.create_memory_object_stream[SessionMessage | Exception](BUFFERED_MESSAGES)
     outgoing, outgoing_receive = anyio.create_memory_object_stream[SessionMessage](BUFFERED_MESSAGES)
-    wire = Wire(incoming, outgoing, writer)
+    wire = Wire(incoming, outgoing, CoalescingWriter(writer))
 
     async def read_stdin() -> None:
         async with incoming_send:
@@ -131,7 +120,8 @@ async def stdio_transport() -> AsyncIterator[Wire]:
             finally:
                 tg.cancel_scope.cancel()
     finally:
-        wire._flush()
+        assert wire.lines is not None
+        wire.lines.flush()
         in_transport.close()
         writer.close()
 
