@@ -511,3 +511,88 @@ async def test_signal_stops_every_provider(config: Path, sig: signal.Signals) ->
         code = await proc.wait()
     assert code == 0
     assert not any(pid_alive(p) for p in pids)
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_client_cancellation_reaches_the_provider(config: Path, tmp_path: Path, mode: str) -> None:
+    async with hangar(config, mode=mode) as client:
+        await call(client, "registry_start", provider="faulty")
+        with anyio.CancelScope() as scope:
+
+            async def cancel_once_in_flight() -> None:
+                async def in_flight() -> bool:
+                    return (await provider_row(client, "faulty"))["in_flight"] == 1
+
+                await wait_for(in_flight)
+                scope.cancel()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(cancel_once_in_flight)
+                await client.call_tool(
+                    "registry_invoke", {"provider": "faulty", "tool": "sleep", "arguments": {"seconds": 31}}
+                )
+        assert scope.cancelled_caught
+
+        async def provider_saw_cancel() -> bool:
+            return any(tmp_path.glob("cancelled-31*"))
+
+        await wait_for(provider_saw_cancel, timeout=10)
+        assert (await provider_row(client, "faulty"))["in_flight"] == 0
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_progress_reaches_clients_of_both_eras(config: Path, mode: str) -> None:
+    async with hangar(config, mode=mode) as client:
+        seen: list[float] = []
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            seen.append(progress)
+
+        result = await client.call_tool(
+            "registry_invoke",
+            {
+                "provider": "everything",
+                "tool": "trigger-long-running-operation",
+                "arguments": {"duration": 0.3, "steps": 3},
+            },
+            progress_callback=on_progress,
+        )
+        assert not result.is_error
+        assert seen == [1, 2, 3]
+
+
+async def test_stdin_from_a_plain_file_is_served(config: Path, tmp_path: Path) -> None:
+    """stdin that is a regular file (not a pipe) falls back to the SDK's own stdio transport.
+
+    End of file is the client hanging up, so only the handshake, answered before anything else
+    is read, can be relied on.
+    """
+    import subprocess
+    import sys
+
+    requests = tmp_path / "requests.jsonl"
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "script", "version": "1"},
+        },
+    }
+    requests.write_text(json.dumps(initialize) + "\n")
+    with requests.open("rb") as stdin:
+        done = await anyio.to_thread.run_sync(
+            lambda: subprocess.run(
+                [sys.executable, "-m", "mcp_hangar", "--config", str(config)],
+                stdin=stdin,
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+        )
+    assert done.returncode == 0, done.stderr
+    reply = json.loads(done.stdout.decode().splitlines()[0])
+    assert reply["id"] == 1 and reply["result"]["serverInfo"]["name"] == "mcp-hangar"
+    assert b"Traceback" not in done.stderr
