@@ -25,21 +25,18 @@ _CALL_EVENTS = (ev.ToolInvoked, ev.ToolCompleted, ev.HealthCheckPassed)
 
 
 class Hangar:
-    def __init__(self, loaded: LoadedConfig) -> None:
+    def __init__(self, loaded: LoadedConfig, *, log_calls: bool = False) -> None:
         self.loaded = loaded
         self.registry: Registry | None = None
-        self._subscribers: list[Any] = []
+        self._log_calls = log_calls
 
     def emit(self, event: ev.DomainEvent) -> None:
-        if isinstance(event, _CALL_EVENTS):
-            log.debug(event.kind, **_fields(event))
-        else:
+        """Where every domain event goes. Per-call events are only logged at debug level, and
+        are not even formatted otherwise: this runs on the call path."""
+        if not isinstance(event, _CALL_EVENTS):
             log.info(event.kind, **_fields(event))
-        for subscriber in self._subscribers:
-            subscriber(event)
-
-    def subscribe(self, callback: Any) -> None:
-        self._subscribers.append(callback)
+        elif self._log_calls:
+            log.debug(event.kind, **_fields(event))
 
     async def serve_stdio(self) -> None:
         """Serve one MCP client over stdin/stdout until it hangs up or we are signalled."""

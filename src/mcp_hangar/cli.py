@@ -92,7 +92,7 @@ def serve(
     if http:
         err.print("[red]error:[/] --http is not available in this version yet; run without it for stdio")
         raise typer.Exit(2)
-    anyio.run(Hangar(loaded).serve_stdio)
+    anyio.run(Hangar(loaded, log_calls=level == "debug").serve_stdio)
 
 
 @app.command()

@@ -66,6 +66,7 @@ class RpcSession:
         self._progress: dict[Any, ProgressFn] = {}
         self._envelope: dict[str, Any] | None = None  # the 2026-07-28 per-request _meta
         self._closed: ConnectionLost | None = None
+        self._closing_reason: str | None = None
         self._done = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
         self.garbage_lines = 0
@@ -104,7 +105,13 @@ class RpcSession:
             self._fail_all(self._lost())
             self._done.set()
 
+    def closing_because(self, reason: str) -> None:
+        """We are about to close the provider on purpose: say so to calls still in flight."""
+        self._closing_reason = reason
+
     def _lost(self) -> ConnectionLost:
+        if self._closing_reason is not None:
+            return ConnectionLost(self._closing_reason)
         status = self._channel.exit_status()
         what = f"exited with code {status}" if status is not None else "closed its connection"
         parts = [f"provider {self._provider_id!r} {what}"]

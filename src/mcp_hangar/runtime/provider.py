@@ -181,6 +181,7 @@ class Provider:
         self._session, self._channel, self.handshake = session, channel, handshake
         self._live_tools = tools
         self.started_at = self.last_used = time.monotonic()
+        self.last_health_check = None
         self.health.record_success()
         self.stats["starts"] += 1
         startup_ms = (self.started_at - t0) * 1000
@@ -389,6 +390,7 @@ class Provider:
                 self._transition(ProviderState.COLD, reason)
             return False
         self._stopping = True
+        session.closing_because(f"provider {self.id!r} was stopped ({reason})")
         try:
             self._session = self._channel = None
             self._transition(ProviderState.COLD, reason)
