@@ -139,6 +139,22 @@ async def test_classic_provider_result_passes_through_unchanged(config: Path) ->
         assert structured.structured_content is not None and "temperature" in structured.structured_content
 
 
+async def test_mcp_server_git_works_through_hangar(tmp_path: Path) -> None:
+    import subprocess
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "hello.txt").write_text("hi\n")
+    config = write_config(tmp_path / "c.yaml", {"git": {"mode": "subprocess", "command": ["mcp-server-git"]}})
+    async with hangar(config) as client:
+        result = await client.call_tool(
+            "registry_invoke", {"provider": "git", "tool": "git_status", "arguments": {"repo_path": str(repo)}}
+        )
+        assert not result.is_error, result.content[0].text  # type: ignore[union-attr]
+        assert "hello.txt" in result.content[0].text  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 async def test_both_client_eras_are_served(config: Path, mode: str) -> None:
     async with hangar(config, mode=mode) as client:
