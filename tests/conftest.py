@@ -46,6 +46,9 @@ def faulty_command(*flags: str) -> list[str]:
 
 
 def write_config(path: Path, providers: dict[str, Any], **extra: Any) -> Path:
+    """A config file; its event store is a SQLite file beside it unless ``event_store`` is given,
+    so no test reads another's history."""
+    extra.setdefault("event_store", {"path": str(path.parent / f"{path.stem}-events.db")})
     path.write_text(yaml.safe_dump({"providers": providers, **extra}, sort_keys=False))
     return path
 

@@ -3,7 +3,11 @@ it down again so that no task and no provider process outlives it."""
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from enum import Enum
 from typing import Any
 
@@ -11,12 +15,16 @@ import anyio
 import anyio.abc
 import structlog
 
-from mcp_hangar.config import LoadedConfig
+from mcp_hangar.config import ContainerProvider, LoadedConfig, SubprocessProvider
 from mcp_hangar.domain import events as ev
 from mcp_hangar.runtime.registry import Registry
 from mcp_hangar.server.fastpath import FastPath
 from mcp_hangar.server.mcp import build_server
 from mcp_hangar.server.stdio import stdio_transport
+from mcp_hangar.store import make_store
+from mcp_hangar.store.base import StreamHistory
+from mcp_hangar.store.encode import Encoder, secrets_from
+from mcp_hangar.store.writer import EventWriter
 
 log = structlog.get_logger("mcp_hangar")
 
@@ -27,45 +35,103 @@ _CALL_EVENTS = (ev.ToolInvoked, ev.ToolCompleted, ev.HealthCheckPassed)
 class Hangar:
     def __init__(self, loaded: LoadedConfig, *, log_calls: bool = False) -> None:
         self.loaded = loaded
+        self.config = loaded.config
         self.registry: Registry | None = None
+        self.writer: EventWriter | None = None
         self._log_calls = log_calls
+        self.secrets = secrets_from(
+            (
+                spec.env
+                for spec in self.config.providers.values()
+                if isinstance(spec, SubprocessProvider | ContainerProvider)
+            ),
+            os.environ,
+        )
+        self.replica_id = self.config.replica_id or f"{socket.gethostname()}-{os.getpid()}"
 
     def emit(self, event: ev.DomainEvent) -> None:
-        """Where every domain event goes. Per-call events are only logged at debug level, and
-        are not even formatted otherwise: this runs on the call path."""
+        """Where every domain event goes: the event log, and the log. Per-call events are only
+        logged at debug level, and not even formatted otherwise: this runs on the call path."""
+        if self.writer is not None:
+            self.writer.emit(event)
         if not isinstance(event, _CALL_EVENTS):
             log.info(event.kind, **_fields(event))
         elif self._log_calls:
             log.debug(event.kind, **_fields(event))
 
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[tuple[Registry, anyio.abc.TaskGroup]]:
+        """The assembled system: event store open, registry built from the config and the log,
+        background loops running. On exit every provider is stopped and every event written."""
+        store = (
+            make_store(self.config.event_store, self.loaded.path.parent) if self.config.event_store.enabled else None
+        )
+        histories: dict[str, StreamHistory] = {}
+        if store is not None:
+            await store.open()
+        try:
+            async with anyio.create_task_group() as tg:
+                if store is not None:
+                    histories = await store.histories()
+                    modes = {pid: spec.audit.arguments for pid, spec in self.config.providers.items()}
+                    self.writer = EventWriter(
+                        store, Encoder(modes, self.secrets), self.replica_id, self.config.event_store.max_backlog
+                    )
+                    tg.start_soon(self.writer.run)
+                self.registry = Registry(
+                    self.config,
+                    base_dir=self.loaded.path.parent,
+                    emit=self.emit,
+                    task_group=tg,
+                    histories=histories,
+                    backpressure=self.writer,
+                )
+                self.registry.start_background()
+                try:
+                    yield self.registry, tg
+                finally:
+                    await self.registry.stop_all()
+                    if self.writer is not None:
+                        await self.writer.close()
+                    tg.cancel_scope.cancel()
+        finally:
+            if store is not None:
+                with anyio.CancelScope(shield=True):
+                    await store.close()
+
     async def serve_stdio(self) -> None:
         """Serve one MCP client over stdin/stdout until it hangs up or we are signalled."""
-        async with anyio.create_task_group() as tg:
-            registry = self._open(tg)
+        async with self.running() as (registry, tg):
             tg.start_soon(_stop_on_signal, tg.cancel_scope)
-            server = build_server(registry)
-            log.info("hangar.started", transport="stdio", providers=len(registry), config=str(self.loaded.path))
-            try:
-                async with stdio_transport() as wire:
-                    if wire.lines is not None:
-                        wire.take = FastPath(registry, wire.send, server.server_info_stamp, tg).take
-                    await server.run(wire.incoming, wire.outgoing, server.create_initialization_options())
-                log.info("hangar.stopping", reason="stdin closed")
-            finally:
-                await registry.stop_all()
-                tg.cancel_scope.cancel()
+            server = build_server(registry, self.writer)
+            log.info(
+                "hangar.started",
+                transport="stdio",
+                providers=len(registry),
+                config=str(self.loaded.path),
+                event_store=self.writer.store.description if self.writer else "off",
+            )
+            async with stdio_transport() as wire:
+                if wire.lines is not None:
+                    fast = FastPath(registry, self.writer, wire.send, server.server_info_stamp, tg)
+                    wire.take = fast.take
+                await server.run(wire.incoming, wire.outgoing, server.create_initialization_options())
+            log.info("hangar.stopping", reason="stdin closed")
         log.info("hangar.stopped")
 
-    def _open(self, tg: anyio.abc.TaskGroup) -> Registry:
-        self.registry = Registry(self.loaded.config, base_dir=self.loaded.path.parent, emit=self.emit, task_group=tg)
-        self.registry.start_background()
-        return self.registry
+
+# Large or sensitive payloads stay out of log lines; the event store keeps what it may of them.
+_NOT_LOGGED = ("arguments", "result", "tools")
 
 
 def _fields(event: ev.DomainEvent) -> dict[str, Any]:
     data = event.to_dict()
     data.pop("kind", None)
     data.pop("at", None)
+    if isinstance(data.get("tools"), list):
+        data["tools_count"] = len(data["tools"])
+    for key in _NOT_LOGGED:
+        data.pop(key, None)
     return {k: v.value if isinstance(v, Enum) else v for k, v in data.items()}
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sys
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 import typer
@@ -22,6 +24,7 @@ from mcp_hangar.config import (
     load_config,
 )
 from mcp_hangar.observability import logs
+from mcp_hangar.store.base import StoreError
 
 app = typer.Typer(
     name="mcp-hangar",
@@ -92,7 +95,66 @@ def serve(
     if http:
         err.print("[red]error:[/] --http is not available in this version yet; run without it for stdio")
         raise typer.Exit(2)
-    anyio.run(Hangar(loaded, log_calls=level == "debug").serve_stdio)
+    try:
+        anyio.run(Hangar(loaded, log_calls=level == "debug").serve_stdio)
+    except StoreError as exc:
+        err.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def events(
+    config: ConfigOption = None,
+    provider: Annotated[str | None, typer.Option("--provider", "-p", help="Only this provider's events.")] = None,
+    kind: Annotated[str | None, typer.Option("--type", "-t", help="Only this event type.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="How far back: 90s, 10m, 2h, 7d.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=100_000, help="At most this many (newest).")] = 50,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Show the event log: who called what, when, with what outcome, and why providers restarted."""
+    from mcp_hangar.server.tools import format_event
+    from mcp_hangar.store import make_store
+    from mcp_hangar.store.base import EventQuery, parse_duration
+
+    loaded = _load(config)
+    if not loaded.config.event_store.enabled:
+        err.print("[red]error:[/] the event store is disabled in this configuration (event_store.enabled: false)")
+        raise typer.Exit(2)
+    try:
+        cutoff = time.time() - parse_duration(since) if since else None
+    except ValueError as exc:
+        err.print(f"[red]error:[/] --since: {exc}")
+        raise typer.Exit(2) from None
+    out = Console(soft_wrap=True, highlight=False)
+
+    def show(found: list[Any]) -> None:
+        for event in found:
+            if as_json:
+                print(json.dumps(event.to_dict()), flush=True)
+            else:
+                out.print(format_event(event), markup=False)
+
+    async def run() -> None:
+        store = make_store(loaded.config.event_store, loaded.path.parent)
+        await store.open()
+        try:
+            found = await store.query(EventQuery(stream=provider, type=kind, since=cutoff, limit=limit))
+            show(found)
+            last = found[-1].position if found else 0
+            while follow:
+                await anyio.sleep(0.5)
+                found = await store.query(EventQuery(stream=provider, type=kind, after_position=last, limit=1000))
+                show(found)
+                last = found[-1].position if found else last
+        finally:
+            await store.close()
+
+    try:
+        anyio.run(run)
+    except StoreError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
 
 
 @app.command()

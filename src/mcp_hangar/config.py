@@ -55,8 +55,15 @@ class ToolSpec(_Strict):
         return data
 
 
+class AuditConfig(_Strict):
+    # What the event store keeps of tool arguments: size and hash only, those with the values of
+    # secret-looking keys masked, or everything.
+    arguments: Literal["hashed", "redacted", "full"] = "hashed"
+
+
 class _ProviderBase(_Strict):
     description: str = ""
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     idle_ttl_s: float = Field(default=300, gt=0)
     health_check_interval_s: float = Field(default=60, gt=0)
     max_consecutive_failures: int = Field(default=3, ge=1)
@@ -130,9 +137,27 @@ class LoggingConfig(_Strict):
     format: Literal["text", "json"] = "text"
 
 
+class EventStoreConfig(_Strict):
+    enabled: bool = True
+    driver: Literal["sqlite", "postgres", "memory"] = "sqlite"
+    path: str | None = None  # sqlite; relative to the config file; default in the user's state dir
+    dsn: str | None = None  # postgres, e.g. postgresql://user:${PGPASSWORD}@db:5432/hangar
+    max_backlog: int = Field(default=10_000, ge=100)
+
+    @model_validator(mode="after")
+    def _needs_dsn(self) -> EventStoreConfig:
+        if self.driver == "postgres" and not self.dsn:
+            raise ValueError("driver 'postgres' needs a 'dsn'")
+        return self
+
+
 class Config(_Strict):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    event_store: EventStoreConfig = Field(default_factory=EventStoreConfig)
+    # Names this process in the event log; replicas sharing a store must differ.
+    # Default: host name and process id.
+    replica_id: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 def provider_id_problem(key: Any) -> str | None:

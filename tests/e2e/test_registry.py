@@ -89,6 +89,7 @@ async def test_lists_registry_tools_with_schemas(config: Path) -> None:
             "registry_discover",
             "registry_sources",
             "registry_warm",
+            "registry_audit",
         }
         invoke = tools["registry_invoke"].input_schema
         assert invoke["required"] == ["provider", "tool"]

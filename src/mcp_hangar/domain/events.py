@@ -69,10 +69,23 @@ class IdleStopped(DomainEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ToolsListed(DomainEvent):
+    """The tool list a provider reported: the source of the tool catalog kept across restarts."""
+
+    kind: ClassVar[str] = "provider_tools_listed"
+    tools: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ToolInvoked(DomainEvent):
+    """``arguments`` is the caller's object; sinks decide what of it they may keep (a store keeps
+    only its size and hash unless the provider's audit setting says otherwise)."""
+
     kind: ClassVar[str] = "tool_invoked"
     tool: str
+    arguments: dict[str, Any] | None = None
     correlation_id: str | None = None
+    principal: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,7 +94,9 @@ class ToolCompleted(DomainEvent):
     tool: str
     duration_ms: float
     is_error: bool
+    result: dict[str, Any] | None = None
     correlation_id: str | None = None
+    principal: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,6 +106,7 @@ class ToolFailed(DomainEvent):
     duration_ms: float
     error: str
     correlation_id: str | None = None
+    principal: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,6 +129,7 @@ ALL_EVENTS: tuple[type[DomainEvent], ...] = (
     ProviderStopped,
     ProviderCrashed,
     IdleStopped,
+    ToolsListed,
     ToolInvoked,
     ToolCompleted,
     ToolFailed,

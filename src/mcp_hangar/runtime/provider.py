@@ -7,7 +7,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
@@ -30,10 +30,32 @@ from mcp_hangar.domain.states import RUNNING, ProviderState, check_transition
 from mcp_hangar.launchers import subprocess as subprocess_launcher
 from mcp_hangar.launchers.channel import Channel, LaunchError
 from mcp_hangar.launchers.session import Handshake, ProgressFn, RpcSession
+from mcp_hangar.store.base import StreamHistory
 
 log = structlog.get_logger("mcp_hangar.provider")
 
 EventSink = Callable[[ev.DomainEvent], None]
+
+
+class Backpressure(Protocol):
+    """The event log's say on the call path: when its backlog is full, calls wait for room."""
+
+    @property
+    def backlogged(self) -> bool: ...
+
+    async def room(self) -> None: ...
+
+
+# Event-log counters that become the provider's stats when it is rebuilt after a restart.
+_STAT_EVENTS = {
+    "invocations": (ev.ToolInvoked.kind,),
+    "failures": (ev.ToolFailed.kind,),
+    "starts": (ev.ProviderStarted.kind,),
+    "crashes": (ev.ProviderCrashed.kind,),
+    "start_failures": (ev.ProviderStartFailed.kind,),
+    "health_checks": (ev.HealthCheckPassed.kind, ev.HealthCheckFailed.kind),
+    "health_check_failures": (ev.HealthCheckFailed.kind,),
+}
 HEALTH_CHECK_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
 WAIT_OUT_BACKOFF_S = 2.0  # callers wait out a restart delay up to this long instead of failing
@@ -49,6 +71,8 @@ class Provider:
         emit: EventSink,
         task_group: anyio.abc.TaskGroup,
         backoff: Backoff | None = None,
+        history: StreamHistory | None = None,
+        backpressure: Backpressure | None = None,
     ) -> None:
         self.id = provider_id
         self.spec = spec
@@ -64,6 +88,8 @@ class Provider:
         self._stopping = False
         self._slots = asyncio.Semaphore(spec.max_concurrency)
         self._live_tools: list[dict[str, Any]] | None = None
+        self._cached_tools: list[dict[str, Any]] | None = None
+        self._backpressure = backpressure
         self.health = HealthTracker(spec.max_consecutive_failures)
         self.crashes = CrashTracker(backoff or Backoff())
         self.started_at: float | None = None  # monotonic
@@ -80,6 +106,15 @@ class Provider:
             "health_check_failures": 0,
         }
         self.last_error: str | None = None
+        self.last_used_at: float | None = None  # wall clock, survives restarts through the event log
+        if history is not None:
+            self._restore(history)
+
+    def _restore(self, history: StreamHistory) -> None:
+        for stat, kinds in _STAT_EVENTS.items():
+            self.stats[stat] = sum(history.counts.get(kind, 0) for kind in kinds)
+        self.last_used_at = history.last_used_at
+        self._cached_tools = history.tools
 
     # --- state ----------------------------------------------------------------------------
 
@@ -97,14 +132,31 @@ class Provider:
 
     @property
     def tools(self) -> list[dict[str, Any]]:
-        """The live tool list when known, else the predefined one from config."""
+        """The live tool list; before a start, the last one the provider reported (the event log
+        keeps it across restarts of hangar), else the predefined one from config."""
         if self._live_tools is not None:
             return self._live_tools
+        if self._cached_tools is not None:
+            return self._cached_tools
         return [t.model_dump(by_alias=True, exclude_none=True) for t in self.spec.tools or ()]
 
     @property
+    def tools_source(self) -> str | None:
+        if self._live_tools is not None:
+            return "live"
+        if self._cached_tools is not None:
+            return "cached"
+        return "predefined" if self.spec.tools is not None else None
+
+    @property
     def tools_known(self) -> bool:
-        return self._live_tools is not None or self.spec.tools is not None
+        return self.tools_source is not None
+
+    def _set_tools(self, tools: list[dict[str, Any]]) -> None:
+        changed = tools != (self._live_tools if self._live_tools is not None else self._cached_tools)
+        self._live_tools = tools
+        if changed:
+            self._emit(ev.ToolsListed(provider_id=self.id, at=time.time(), tools=tools))
 
     def tool(self, name: str) -> dict[str, Any] | None:
         return next((t for t in self.tools if t.get("name") == name), None)
@@ -179,7 +231,7 @@ class Provider:
                 raise StartFailed(message) from None
             raise
         self._session, self._channel, self.handshake = session, channel, handshake
-        self._live_tools = tools
+        self._set_tools(tools)
         self.started_at = self.last_used = time.monotonic()
         self.last_health_check = None
         self.health.record_success()
@@ -227,7 +279,7 @@ class Provider:
         if method == "notifications/tools/list_changed" and self._session is not None:
             with contextlib.suppress(ProviderError, TimeoutError):
                 with anyio.fail_after(HEALTH_CHECK_TIMEOUT_S):
-                    self._live_tools = await self._session.list_tools()
+                    self._set_tools(await self._session.list_tools())
         elif method == "notifications/message":
             log.info("provider.log", provider=self.id, level=params.get("level"), data=params.get("data"))
 
@@ -274,12 +326,23 @@ class Provider:
     ) -> dict[str, Any]:
         """Call one tool; returns the provider's result as it sent it."""
         session = await self.ensure_started()
+        if self._backpressure is not None and self._backpressure.backlogged:
+            await self._backpressure.room()
         params = {"name": tool, "arguments": arguments or {}}
         async with self._slots:
             self.in_flight += 1
             self.stats["invocations"] += 1
             t0 = time.monotonic()
-            self._emit(ev.ToolInvoked(provider_id=self.id, at=time.time(), tool=tool, correlation_id=correlation_id))
+            self.last_used_at = time.time()
+            self._emit(
+                ev.ToolInvoked(
+                    provider_id=self.id,
+                    at=self.last_used_at,
+                    tool=tool,
+                    arguments=arguments,
+                    correlation_id=correlation_id,
+                )
+            )
             try:
                 with anyio.fail_after(timeout or self.spec.call_timeout_s):
                     result = await session.request("tools/call", params, on_progress=on_progress)
@@ -310,6 +373,7 @@ class Provider:
                 tool=tool,
                 duration_ms=round((self.last_used - t0) * 1000, 3),
                 is_error=bool(result.get("isError")),
+                result=result,
                 correlation_id=correlation_id,
             )
         )
@@ -338,8 +402,8 @@ class Provider:
     async def refresh_tools(self) -> list[dict[str, Any]]:
         session = await self.ensure_started()
         with anyio.fail_after(self.spec.call_timeout_s):
-            self._live_tools = await session.list_tools()
-        return self._live_tools
+            self._set_tools(await session.list_tools())
+        return self.tools
 
     # --- health and stop ------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import anyio
@@ -14,7 +14,8 @@ from mcp_hangar.config import Config
 from mcp_hangar.domain import events as ev
 from mcp_hangar.domain.errors import UnknownProvider
 from mcp_hangar.domain.states import RUNNING
-from mcp_hangar.runtime.provider import EventSink, Provider
+from mcp_hangar.runtime.provider import Backpressure, EventSink, Provider
+from mcp_hangar.store.base import StreamHistory
 
 log = structlog.get_logger("mcp_hangar.registry")
 
@@ -22,11 +23,29 @@ TICK_S = 0.5  # how often the idle and health loops look at the providers
 
 
 class Registry:
-    def __init__(self, config: Config, *, base_dir: Path, emit: EventSink, task_group: anyio.abc.TaskGroup) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        base_dir: Path,
+        emit: EventSink,
+        task_group: anyio.abc.TaskGroup,
+        histories: Mapping[str, StreamHistory] | None = None,
+        backpressure: Backpressure | None = None,
+    ) -> None:
         self._emit = emit
         self._tg = task_group
+        histories = histories or {}
         self._providers = {
-            pid: Provider(pid, spec, base_dir=base_dir, emit=emit, task_group=task_group)
+            pid: Provider(
+                pid,
+                spec,
+                base_dir=base_dir,
+                emit=emit,
+                task_group=task_group,
+                history=histories.get(pid),
+                backpressure=backpressure,
+            )
             for pid, spec in config.providers.items()
         }
         self._checking: set[str] = set()

@@ -34,6 +34,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERS
 
 from mcp_hangar.runtime.registry import Registry
 from mcp_hangar.server import tools
+from mcp_hangar.store.writer import EventWriter
 
 log = structlog.get_logger("mcp_hangar.fastpath")
 
@@ -43,9 +44,15 @@ INTERNAL_ERROR = -32603
 
 class FastPath:
     def __init__(
-        self, registry: Registry, send: Send, server_info: dict[str, Any], task_group: anyio.abc.TaskGroup
+        self,
+        registry: Registry,
+        events: EventWriter | None,
+        send: Send,
+        server_info: dict[str, Any],
+        task_group: anyio.abc.TaskGroup,
     ) -> None:
         self._registry = registry
+        self._events = events
         self._send = send
         self._server_info = server_info
         self._tg = task_group
@@ -113,7 +120,7 @@ class FastPath:
                     params["message"] = message
                 await self._write({"jsonrpc": "2.0", "method": "notifications/progress", "params": params})
 
-        context = tools.ToolContext(self._registry, version, report)
+        context = tools.ToolContext(self._registry, self._events, version, report)
         with anyio.CancelScope() as scope:
             self._in_flight[request_id] = scope
             try:

@@ -11,6 +11,7 @@ from mcp.server.lowlevel import Server
 from mcp_hangar import __version__
 from mcp_hangar.runtime.registry import Registry
 from mcp_hangar.server import tools
+from mcp_hangar.store.writer import EventWriter
 
 INSTRUCTIONS = (
     "MCP Hangar runs MCP providers for you. Use registry_list to see them, registry_tools to see a "
@@ -18,7 +19,7 @@ INSTRUCTIONS = (
 )
 
 
-def build_server(registry: Registry) -> Server[Any]:
+def build_server(registry: Registry, events: EventWriter | None = None) -> Server[Any]:
     async def list_tools(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
@@ -27,7 +28,7 @@ def build_server(registry: Registry) -> Server[Any]:
     async def call_tool(
         ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult | dict[str, Any]:
-        return await tools.call(tools.ToolContext.from_sdk(registry, ctx), params.name, params.arguments or {})
+        return await tools.call(tools.ToolContext.from_sdk(registry, events, ctx), params.name, params.arguments or {})
 
     server: Server[Any] = Server(
         "mcp-hangar",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -18,10 +20,13 @@ from mcp_hangar.launchers.session import ProgressFn
 from mcp_hangar.runtime.provider import Provider
 from mcp_hangar.runtime.registry import Registry
 from mcp_hangar.server.dashboard import render_status
+from mcp_hangar.store.base import EventQuery, StoredEvent, parse_duration
+from mcp_hangar.store.writer import EventWriter
 
 STATES = [s.value for s in ProviderState]
 MAX_RETRIES = 10
 MAX_RECORDED_PROGRESS = 100
+MAX_AUDIT_EVENTS = 1000
 # Keys of a modern-era provider result that describe the provider's own connection, not the
 # tool's answer. Our server stamps its own; passing the provider's on would misinform the client.
 _PROVIDER_META_KEYS = ("io.modelcontextprotocol/serverInfo",)
@@ -39,14 +44,15 @@ class ToolContext:
     """What a registry tool needs to know about the request it serves."""
 
     registry: Registry
+    events: EventWriter | None  # the event log, when one is configured
     protocol_version: str  # the client's, which decides the result's shape
     report_progress: ProgressFn | None = None  # set when the client asked for progress
 
     @classmethod
-    def from_sdk(cls, registry: Registry, ctx: ServerRequestContext[Any]) -> ToolContext:
+    def from_sdk(cls, registry: Registry, events: EventWriter | None, ctx: ServerRequestContext[Any]) -> ToolContext:
         meta = ctx.meta or {}
         wants_progress = meta.get("progress_token", meta.get("progressToken")) is not None
-        return cls(registry, ctx.protocol_version, ctx.session.report_progress if wants_progress else None)
+        return cls(registry, events, ctx.protocol_version, ctx.session.report_progress if wants_progress else None)
 
 
 # --- schemas --------------------------------------------------------------------------------
@@ -138,6 +144,19 @@ TOOLS: list[types.Tool] = [
     _tool("registry_status", "A dashboard of all providers.", _schema({}), read_only=True),
     _tool("registry_discover", "Run a discovery cycle over the configured sources.", _schema({})),
     _tool("registry_sources", "List discovery sources and their status.", _schema({}), read_only=True),
+    _tool(
+        "registry_audit",
+        "Read the event log (the audit trail): starts, stops, crashes, state changes, tool calls.",
+        _schema(
+            {
+                "provider": _PROVIDER,
+                "type": {"type": "string", "description": "Event type, e.g. tool_invoked, provider_crashed."},
+                "since": {"type": "string", "description": "How far back: 90s, 10m, 2h, 7d."},
+                "limit": {"type": "integer", "minimum": 1, "maximum": MAX_AUDIT_EVENTS, "default": 50},
+            }
+        ),
+        read_only=True,
+    ),
     _tool(
         "registry_warm",
         "Start providers ahead of use so their first call has no cold start (all providers when none are named).",
@@ -363,11 +382,16 @@ async def registry_stop(tc: ToolContext, args: dict[str, Any]) -> Any:
 
 async def registry_tools(tc: ToolContext, args: dict[str, Any]) -> Any:
     provider = tc.registry.get(_arg_str(args, "provider", "registry_tools") or "")
-    source = "live" if provider.running else "predefined"
     if not provider.tools_known:
         await provider.ensure_started()
-        source = "live"
-    return ok({"provider": provider.id, "source": source, "state": provider.state.value, "tools": provider.tools})
+    return ok(
+        {
+            "provider": provider.id,
+            "source": provider.tools_source,
+            "state": provider.state.value,
+            "tools": provider.tools,
+        }
+    )
 
 
 def _health(provider: Provider) -> dict[str, Any]:
@@ -380,6 +404,7 @@ def _health(provider: Provider) -> dict[str, Any]:
         "consecutive_crashes": provider.crashes.consecutive,
         "last_error": provider.last_error,
         "in_flight": provider.in_flight,
+        "last_used_at": provider.last_used_at,
         **provider.stats,
     }
 
@@ -431,6 +456,37 @@ async def registry_warm(tc: ToolContext, args: dict[str, Any]) -> Any:
     return ok(data)
 
 
+async def registry_audit(tc: ToolContext, args: dict[str, Any]) -> Any:
+    name = "registry_audit"
+    if tc.events is None:
+        return error(
+            "registry_audit: the event store is disabled (event_store: {enabled: false}), so nothing is recorded"
+        )
+    pid = _arg_str(args, "provider", name, required=False)
+    kind = _arg_str(args, "type", name, required=False)
+    since = _arg_str(args, "since", name, required=False)
+    limit = args.get("limit", 50)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_AUDIT_EVENTS:
+        raise BadArguments(f"{name}: argument 'limit' must be an integer from 1 to {MAX_AUDIT_EVENTS}")
+    try:
+        cutoff = time.time() - parse_duration(since) if since else None
+    except ValueError as exc:
+        raise BadArguments(f"{name}: argument 'since': {exc}") from None
+    await tc.events.flush()
+    found = await tc.events.store.query(EventQuery(stream=pid, type=kind, since=cutoff, limit=limit))
+    rows = [e.to_dict() for e in found]
+    text = "\n".join(format_event(e) for e in found) or "No events match."
+    return ok({"events": rows, "store": tc.events.store.description}, text=text)
+
+
+def format_event(event: StoredEvent) -> str:
+    stamp = datetime.fromtimestamp(event.at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+    details = " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in event.data.items())
+    who = f" principal={event.principal}" if event.principal else ""
+    corr = f" correlation_id={event.correlation_id}" if event.correlation_id else ""
+    return f"{stamp} #{event.position} {event.stream} v{event.version} {event.type}{who}{corr} {details}".rstrip()
+
+
 HANDLERS: dict[str, Handler] = {
     "registry_list": registry_list,
     "registry_start": registry_start,
@@ -444,6 +500,7 @@ HANDLERS: dict[str, Handler] = {
     "registry_discover": registry_discover,
     "registry_sources": registry_sources,
     "registry_warm": registry_warm,
+    "registry_audit": registry_audit,
 }
 assert set(HANDLERS) == {t.name for t in TOOLS}
 
