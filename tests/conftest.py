@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -73,3 +73,57 @@ def pid_alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+# --- PostgreSQL: one fresh database per test run, one schema per test -------------------------
+
+PG_ADMIN_DSN = os.environ.get("HANGAR_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A database of its own for this run, dropped at the end. PostgreSQL must be running
+    (127.0.0.1:5432, trust auth on this machine kind; .ci/run starts it)."""
+    import asyncio
+    import uuid
+
+    import asyncpg
+
+    name = f"hangar_test_{uuid.uuid4().hex[:10]}"
+
+    async def admin(sql: str) -> None:
+        try:
+            conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=10)
+        except (OSError, asyncpg.PostgresError) as exc:
+            pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_DSN} ({exc}); start it (see .ci/run)")
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f"CREATE DATABASE {name}"))
+    try:
+        yield PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture
+def pg_dsn(pg_database: str) -> str:
+    """A DSN whose tables land in a schema of this test's own."""
+    import asyncio
+    import uuid
+
+    import asyncpg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(pg_database)
+        try:
+            await conn.execute(f"CREATE SCHEMA {schema}")
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    return f"{pg_database}?search_path={schema}"

@@ -91,12 +91,13 @@ def serve(
     if level not in logs.LEVELS:
         err.print(f"[red]error:[/] --log-level must be one of {', '.join(logs.LEVELS)}, not {level!r}")
         raise typer.Exit(2)
-    logs.configure(level, loaded.config.logging.format)
     if http:
         err.print("[red]error:[/] --http is not available in this version yet; run without it for stdio")
         raise typer.Exit(2)
+    hangar = Hangar(loaded, log_calls=level == "debug")
+    logs.configure(level, loaded.config.logging.format, hangar.secrets)
     try:
-        anyio.run(Hangar(loaded, log_calls=level == "debug").serve_stdio)
+        anyio.run(hangar.serve_stdio)
     except StoreError as exc:
         err.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
         raise typer.Exit(2) from None

@@ -4,13 +4,37 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any
 
 import structlog
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
-def configure(level: str = "info", fmt: str = "text") -> None:
+def masking(secrets: Iterable[str]) -> structlog.typing.Processor:
+    """A processor that replaces every known secret value in a log line's strings with ***."""
+    ordered = sorted(set(secrets), key=len, reverse=True)
+
+    def mask(value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in ordered:
+                if secret in value:
+                    value = value.replace(secret, "***")
+        return value
+
+    def processor(logger: Any, name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        for key, value in event.items():
+            if isinstance(value, str):
+                event[key] = mask(value)
+            elif isinstance(value, list | tuple | dict):
+                event[key] = mask(str(value))
+        return event
+
+    return processor
+
+
+def configure(level: str = "info", fmt: str = "text", secrets: Iterable[str] = ()) -> None:
     renderer: structlog.typing.Processor
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()
@@ -18,6 +42,7 @@ def configure(level: str = "info", fmt: str = "text") -> None:
         renderer = structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"], sort_keys=False)
     structlog.configure(
         processors=[
+            masking(secrets),
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,

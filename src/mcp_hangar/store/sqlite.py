@@ -59,6 +59,9 @@ class SqliteStore:
             await self._db.execute("PRAGMA synchronous=NORMAL")
             await self._db.execute("PRAGMA busy_timeout=5000")
             await self._migrate()
+        except StoreError:
+            await self.close()
+            raise
         except (OSError, aiosqlite.Error) as exc:
             await self.close()
             raise StoreError(f"cannot open the event store {self.description}: {exc}") from None
