@@ -127,3 +127,68 @@ def pg_dsn(pg_database: str) -> str:
 
     asyncio.run(create())
     return f"{pg_database}?search_path={schema}"
+
+
+class RawHangar:
+    """mcp-hangar as a plain child process spoken to in raw JSON-RPC lines: for tests that must
+    signal or kill it, or pipeline requests without a client library in between."""
+
+    def __init__(self, process: Any) -> None:
+        self.process = process
+        self._buffer = b""
+        self._next_id = 100
+
+    @classmethod
+    @asynccontextmanager
+    async def running(cls, config: Path) -> AsyncIterator[RawHangar]:
+        import subprocess
+
+        import anyio
+
+        process = await anyio.open_process(
+            [sys.executable, "-m", "mcp_hangar", "--config", str(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        raw = cls(process)
+        try:
+            yield raw
+        finally:
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        import json
+
+        await self.process.stdin.send(json.dumps(message).encode() + b"\n")
+
+    async def receive(self) -> dict[str, Any]:
+        import json
+
+        while b"\n" not in self._buffer:
+            self._buffer += await self.process.stdout.receive()
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    async def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        self._next_id += 1
+        rid = self._next_id
+        await self.send({"jsonrpc": "2.0", "id": rid, "method": method, "params": params or {}})
+        while True:
+            reply = await self.receive()
+            if reply.get("id") == rid:
+                return reply
+
+    async def initialize(self) -> None:
+        reply = await self.request(
+            "initialize",
+            {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}},
+        )
+        assert reply["result"]["serverInfo"]["name"] == "mcp-hangar"
+        await self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    async def tool(self, name: str, **arguments: Any) -> dict[str, Any]:
+        reply = await self.request("tools/call", {"name": name, "arguments": arguments})
+        return reply["result"]

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Iterable
 from typing import Protocol
 
 HIGH_WATER_BYTES = 1024 * 1024  # beyond this much unsent data, writers wait for the reader
+MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary text everywhere
 
 
 class Channel(Protocol):
@@ -42,12 +44,17 @@ class LaunchError(Exception):
 class StderrRing:
     """The last lines a provider wrote to stderr, bounded in lines and in bytes per line."""
 
-    def __init__(self, max_lines: int = 50, max_line_bytes: int = 2000) -> None:
+    def __init__(self, max_lines: int = 50, max_line_bytes: int = 2000, secrets: Iterable[str] = ()) -> None:
         self._lines: deque[str] = deque(maxlen=max_lines)
         self._max_line_bytes = max_line_bytes
+        # The provider's own secrets (its configured env values), masked before a line is kept:
+        # stderr tails reach logs, events and error messages.
+        self._secrets = sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
 
     def add(self, raw: bytes) -> str:
         line = raw[: self._max_line_bytes].decode("utf-8", "replace").rstrip("\r\n")
+        for secret in self._secrets:
+            line = line.replace(secret, "***")
         self._lines.append(line)
         return line
 

@@ -163,4 +163,4 @@ async def spawn(
         )
     except OSError as exc:
         raise LaunchError(f"provider {provider_id!r}: cannot run {exe!r}: {exc.strerror or exc}") from None
-    return SubprocessChannel(process, StderrRing(), on_stderr)
+    return SubprocessChannel(process, StderrRing(secrets=spec.env.values()), on_stderr)

@@ -18,13 +18,13 @@ from enum import Enum
 from typing import Any
 
 from mcp_hangar.domain import events as ev
+from mcp_hangar.launchers.channel import MIN_SECRET_LENGTH
 
 SECRET_NAME = re.compile(
     r"pass(word|wd|phrase)?|secret|token|api[_-]?key|auth|credential|private[_-]?key|cookie|session|signature",
     re.IGNORECASE,
 )
 MASK = "***"
-MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary text everywhere
 _SKIP = {"provider_id", "at", "correlation_id", "principal", "arguments", "result"}
 
 
