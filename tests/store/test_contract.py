@@ -126,11 +126,10 @@ async def test_reopening_keeps_events_and_a_newer_schema_is_refused(
 
 async def _set_schema_version(settings: EventStoreConfig, tmp_path: Path, version: int) -> None:
     if settings.driver == "sqlite":
-        import aiosqlite
+        import sqlite3
 
-        async with aiosqlite.connect(tmp_path / "events.db") as db:
-            await db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
-            await db.commit()
+        with sqlite3.connect(tmp_path / "events.db") as db:
+            db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
     else:
         import asyncpg
 

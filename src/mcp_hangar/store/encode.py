@@ -54,12 +54,17 @@ class Encoder:
         # its JSON-escaped spelling, since the check runs on the encoded text.
         ordered = sorted(set(secrets), key=len, reverse=True)
         self._needles = [n for s in ordered for n in dict.fromkeys((s, json.dumps(s)[1:-1]))]
+        self._fields: dict[type[ev.DomainEvent], tuple[str, ...]] = {}
+
+    def _payload_fields(self, kind: type[ev.DomainEvent]) -> tuple[str, ...]:
+        fields = self._fields.get(kind)
+        if fields is None:
+            fields = self._fields[kind] = tuple(f.name for f in dataclasses.fields(kind) if f.name not in _SKIP)
+        return fields
 
     def data(self, event: ev.DomainEvent) -> str:
         """The event's payload as JSON text, safe to store."""
-        data: dict[str, Any] = {
-            f.name: _plain(getattr(event, f.name)) for f in dataclasses.fields(event) if f.name not in _SKIP
-        }
+        data: dict[str, Any] = {name: _plain(getattr(event, name)) for name in self._payload_fields(type(event))}
         if isinstance(event, ev.ToolInvoked):
             data["arguments"] = digest(event.arguments)
             mode = self._modes.get(event.provider_id, "hashed")

@@ -1,12 +1,20 @@
-"""The embedded default: one SQLite file in WAL mode."""
+"""The embedded default: one SQLite file in WAL mode.
+
+The standard library's sqlite3 runs in a worker thread (one at a time, through a limiter), and
+each operation is one hop to that thread: a whole batch of appends is one transaction in one hop,
+rather than a hop per statement.
+"""
 
 from __future__ import annotations
 
 import json
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import aiosqlite
+import anyio
+import anyio.to_thread
 
 from mcp_hangar.store.base import (
     SCHEMA_VERSION,
@@ -41,39 +49,50 @@ MIGRATIONS = {
     ]
 }
 COLUMNS = "position, stream, replica, version, type, at, correlation_id, principal, data"
+INSERT = (
+    "INSERT INTO events (stream, replica, version, type, at, correlation_id, principal, data) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+T = TypeVar("T")
 
 
 class SqliteStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.description = f"sqlite:{path}"
-        self._db: aiosqlite.Connection | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._limiter = anyio.CapacityLimiter(1)  # the connection is used by one thread at a time
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn
+        if conn is None:
+            raise StoreError(f"the event store {self.description} is not open")
+        return await anyio.to_thread.run_sync(fn, conn, limiter=self._limiter)
 
     async def open(self) -> None:
-        try:
+        def connect() -> sqlite3.Connection:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5)
             # WAL: readers (mcp-hangar events) never block the writer. NORMAL: a commit survives
             # a crash of hangar; a power cut may lose the last commits (see README, durability).
-            await self._db.execute("PRAGMA journal_mode=WAL")
-            await self._db.execute("PRAGMA synchronous=NORMAL")
-            await self._db.execute("PRAGMA busy_timeout=5000")
-            await self._migrate()
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            return conn
+
+        try:
+            self._conn = await anyio.to_thread.run_sync(connect, limiter=self._limiter)
+            await self._run(self._migrate)
         except StoreError:
             await self.close()
             raise
-        except (OSError, aiosqlite.Error) as exc:
+        except (OSError, sqlite3.Error) as exc:
             await self.close()
             raise StoreError(f"cannot open the event store {self.description}: {exc}") from None
 
-    async def _migrate(self) -> None:
-        db = self._require()
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            async with db.execute("SELECT max(version) FROM schema_version") as cursor:
-                row = await cursor.fetchone()
-            current = (row[0] if row else None) or 0
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        with _transaction(conn, "BEGIN IMMEDIATE"):
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            current = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0
             if current > SCHEMA_VERSION:
                 raise StoreError(
                     f"the event store {self.description} has schema version {current}, newer than this "
@@ -81,63 +100,59 @@ class SqliteStore:
                 )
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[version]:
-                    await db.execute(statement)
-                await db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
-
-    def _require(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise StoreError(f"the event store {self.description} is not open")
-        return self._db
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
 
     async def close(self) -> None:
-        if self._db is not None:
-            db, self._db = self._db, None
-            await db.close()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
 
     async def append(self, records: list[Record]) -> None:
-        db = self._require()
         rows = [(r.stream, r.replica, r.version, r.type, r.at, r.correlation_id, r.principal, r.data) for r in records]
-        await db.execute("BEGIN")
-        try:
-            await db.executemany(
-                "INSERT INTO events (stream, replica, version, type, at, correlation_id, principal, data) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
+
+        def insert(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.executemany(INSERT, rows)
+
+        await self._run(insert)
 
     async def query(self, q: EventQuery) -> list[StoredEvent]:
         clause, args = where(q, lambda n: "?")
         sql = f"SELECT {COLUMNS} FROM events{clause}{ordering(q)} LIMIT ?"
-        async with self._require().execute(sql, (*args, q.limit)) as cursor:
-            rows = list(await cursor.fetchall())
+        rows = await self._run(lambda conn: conn.execute(sql, (*args, q.limit)).fetchall())
         if q.after_position is None:
             rows.reverse()
         return [_event(row) for row in rows]
 
     async def max_versions(self, replica: str) -> dict[str, int]:
         sql = "SELECT stream, max(version) FROM events WHERE replica = ? GROUP BY stream"
-        async with self._require().execute(sql, (replica,)) as cursor:
-            return {stream: version for stream, version in await cursor.fetchall()}
+        rows = await self._run(lambda conn: conn.execute(sql, (replica,)).fetchall())
+        return {stream: version for stream, version in rows}
 
     async def histories(self) -> dict[str, StreamHistory]:
-        db = self._require()
-        async with db.execute("SELECT stream, type, count(*), max(at) FROM events GROUP BY stream, type") as cursor:
-            counts = [tuple(row) for row in await cursor.fetchall()]
-        sql = (
-            "SELECT stream, data FROM events WHERE position IN "
-            "(SELECT max(position) FROM events WHERE type = ? GROUP BY stream)"
-        )
-        async with db.execute(sql, (TOOLS_LISTED,)) as cursor:
-            tools = [(stream, json.loads(data)) for stream, data in await cursor.fetchall()]
-        return build_histories(counts, tools)
+        def read(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+            counts = conn.execute("SELECT stream, type, count(*), max(at) FROM events GROUP BY stream, type").fetchall()
+            tools = conn.execute(
+                "SELECT stream, data FROM events WHERE position IN "
+                "(SELECT max(position) FROM events WHERE type = ? GROUP BY stream)",
+                (TOOLS_LISTED,),
+            ).fetchall()
+            return counts, tools
+
+        counts, tools = await self._run(read)
+        return build_histories([tuple(r) for r in counts], [(s, json.loads(d)) for s, d in tools])
+
+
+class _transaction:
+    def __init__(self, conn: sqlite3.Connection, begin: str = "BEGIN") -> None:
+        self._conn, self._begin = conn, begin
+
+    def __enter__(self) -> None:
+        self._conn.execute(self._begin)
+
+    def __exit__(self, kind: object, *rest: object) -> None:
+        self._conn.execute("COMMIT" if kind is None else "ROLLBACK")
 
 
 def _event(row: Any) -> StoredEvent:

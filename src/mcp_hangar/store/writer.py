@@ -21,6 +21,9 @@ from mcp_hangar.store.encode import Encoder
 log = structlog.get_logger("mcp_hangar.store")
 
 BATCH = 1000
+# Group commit: after the first event arrives the writer waits this long for more, so a burst of
+# calls costs one transaction, and the work runs after the calls that caused it have answered.
+LINGER_S = 0.02
 RETRY_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 CLOSE_TIMEOUT_S = 10.0
 
@@ -39,6 +42,7 @@ class EventWriter:
         self._drained = asyncio.Event()
         self._drained.set()
         self._closing = False
+        self._urgent = asyncio.Event()  # set by flush() and close(): skip the linger
         self._done = asyncio.Event()
         self.written = 0
 
@@ -65,7 +69,10 @@ class EventWriter:
         try:
             while not (self._closing and not self._queue):
                 await self._wake.wait()
+                with anyio.move_on_after(LINGER_S):
+                    await self._urgent.wait()
                 self._wake.clear()
+                self._urgent.clear()
                 await self._drain()
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_TIMEOUT_S):
@@ -97,6 +104,7 @@ class EventWriter:
         """Wait until everything emitted so far is in the store (for queries that must see it)."""
         while self._queue and not self._done.is_set():
             self._wake.set()
+            self._urgent.set()
             await self._drained.wait()
 
     def _record(self, event: ev.DomainEvent, version: int) -> Record:
@@ -130,5 +138,6 @@ class EventWriter:
         """Write everything queued, then stop the writer task."""
         self._closing = True
         self._wake.set()
+        self._urgent.set()
         with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_TIMEOUT_S):
             await self._done.wait()
