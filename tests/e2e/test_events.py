@@ -238,3 +238,44 @@ async def test_secrets_reach_no_row_and_no_log_line(tmp_path: Path) -> None:
     logged = log_file.read_text()
     assert "provider.stderr" in logged and "starting with token ***" in logged  # the line is logged, masked
     assert secret not in logged
+
+
+async def test_events_follow_prints_new_events_as_they_come(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.yaml", {"everything": {"mode": "subprocess", "command": everything_command()}})
+    follower = await anyio.open_process(
+        [
+            sys.executable,
+            "-m",
+            "mcp_hangar",
+            "events",
+            "--config",
+            str(config),
+            "--follow",
+            "--json",
+            "-t",
+            "tool_completed",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        async with hangar(config) as client:
+            await invoke(client, "registry_invoke", provider="everything", tool="echo", arguments={"message": "one"})
+            await invoke(client, "registry_invoke", provider="everything", tool="echo", arguments={"message": "two"})
+            audit = await call(client, "registry_audit", since="1h", limit=2, type="tool_completed")
+            assert len(audit["events"]) == 2
+            bad = await client.call_tool("registry_audit", {"since": "yesterday"})
+            assert bad.is_error and "'yesterday' is not a duration" in bad.content[0].text  # type: ignore[union-attr]
+        seen: list[dict[str, Any]] = []
+        buffer = b""
+        assert follower.stdout is not None
+        with anyio.fail_after(15):
+            while len(seen) < 2:
+                buffer += await follower.stdout.receive()
+                *lines, buffer = buffer.split(b"\n")
+                seen += [json.loads(line) for line in lines if line.strip()]
+        assert [e["type"] for e in seen] == ["tool_completed", "tool_completed"]
+        assert seen[0]["position"] < seen[1]["position"]
+    finally:
+        follower.terminate()
+        await follower.wait()
