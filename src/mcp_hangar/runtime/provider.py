@@ -217,21 +217,21 @@ class Provider:
                 handshake = await session.open()
                 tools = await session.list_tools() if "tools" in handshake.capabilities else []
         except BaseException as exc:
-            message = self._start_error(exc, session, channel)
             if channel is not None:
                 with anyio.CancelScope(shield=True):
                     await channel.close()
+            if not isinstance(exc, Exception):
+                # Cancelled (shutdown): no failure of the provider's, so nothing to count.
+                self._transition(ProviderState.COLD, "start cancelled")
+                raise
+            message = self._start_error(exc, session, channel)
             self.stats["start_failures"] += 1
             self.last_error = message
             self.crashes.record_crash(time.monotonic(), None)
             self._emit(ev.ProviderStartFailed(provider_id=self.id, at=time.time(), error=message))
-            # A cancelled start (shutdown, registry_stop) is not a failure of the provider.
-            self._transition(ProviderState.DEAD if isinstance(exc, Exception) else ProviderState.COLD, message)
-            if isinstance(exc, Exception):
-                raise StartFailed(message) from None
-            raise
+            self._transition(ProviderState.DEAD, message)
+            raise StartFailed(message) from None
         self._session, self._channel, self.handshake = session, channel, handshake
-        self._set_tools(tools)
         self.started_at = self.last_used = time.monotonic()
         self.last_health_check = None
         self.health.record_success()
@@ -247,6 +247,7 @@ class Provider:
                 protocol_version=handshake.protocol_version,
             )
         )
+        self._set_tools(tools)
         self._transition(ProviderState.READY, "started")
         return session
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -37,6 +38,13 @@ class StoredEvent:
     correlation_id: str | None
     principal: str | None
     data: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: Any) -> StoredEvent:
+        """From a row of ``position, stream, replica, version, type, at, correlation_id, principal, data``
+        with ``data`` as JSON text (the order both SQL backends select in)."""
+        position, stream, replica, version, kind, at, correlation_id, principal, data = row
+        return cls(position, stream, replica, version, kind, at, correlation_id, principal, json.loads(data))
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import asyncpg
 
@@ -97,7 +96,7 @@ class PostgresStore:
         rows = list(await self._require().fetch(sql, *args, q.limit))
         if q.after_position is None:
             rows.reverse()
-        return [_event(row) for row in rows]
+        return [StoredEvent.from_row(row) for row in rows]
 
     async def max_versions(self, replica: str) -> dict[str, int]:
         rows = await self._require().fetch(
@@ -114,11 +113,6 @@ class PostgresStore:
             TOOLS_LISTED,
         )
         return build_histories([(r[0], r[1], r[2], r[3]) for r in counts], [(r[0], json.loads(r[1])) for r in tools])
-
-
-def _event(row: Any) -> StoredEvent:
-    position, stream, replica, version, kind, at, correlation_id, principal, data = row
-    return StoredEvent(position, stream, replica, version, kind, at, correlation_id, principal, json.loads(data))
 
 
 def _redact(dsn: str) -> str:

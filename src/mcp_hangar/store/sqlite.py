@@ -123,7 +123,7 @@ class SqliteStore:
         rows = await self._run(lambda conn: conn.execute(sql, (*args, q.limit)).fetchall())
         if q.after_position is None:
             rows.reverse()
-        return [_event(row) for row in rows]
+        return [StoredEvent.from_row(row) for row in rows]
 
     async def max_versions(self, replica: str) -> dict[str, int]:
         sql = "SELECT stream, max(version) FROM events WHERE replica = ? GROUP BY stream"
@@ -153,8 +153,3 @@ class _transaction:
 
     def __exit__(self, kind: object, *rest: object) -> None:
         self._conn.execute("COMMIT" if kind is None else "ROLLBACK")
-
-
-def _event(row: Any) -> StoredEvent:
-    position, stream, replica, version, kind, at, correlation_id, principal, data = row
-    return StoredEvent(position, stream, replica, version, kind, at, correlation_id, principal, json.loads(data))
