@@ -17,7 +17,9 @@ import structlog
 
 from mcp_hangar.config import ContainerProvider, LoadedConfig, SubprocessProvider
 from mcp_hangar.domain import events as ev
+from mcp_hangar.observability.metrics import Metrics
 from mcp_hangar.runtime.registry import Registry
+from mcp_hangar.server import http
 from mcp_hangar.server.fastpath import FastPath
 from mcp_hangar.server.mcp import build_server
 from mcp_hangar.server.stdio import stdio_transport
@@ -48,12 +50,15 @@ class Hangar:
             os.environ,
         )
         self.replica_id = self.config.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.metrics: Metrics | None = None
 
     def emit(self, event: ev.DomainEvent) -> None:
         """Where every domain event goes: the event log, and the log. Per-call events are only
         logged at debug level, and not even formatted otherwise: this runs on the call path."""
         if self.writer is not None:
             self.writer.emit(event)
+        if self.metrics is not None:
+            self.metrics.observe(event)
         if not isinstance(event, _CALL_EVENTS):
             log.info(event.kind, **_fields(event))
         elif self._log_calls:
@@ -118,6 +123,42 @@ class Hangar:
                 await server.run(wire.incoming, wire.outgoing, server.create_initialization_options())
             log.info("hangar.stopping", reason="stdin closed")
         log.info("hangar.stopped")
+
+    async def serve_http(self, host: str, port: int, *, stateless: bool) -> None:
+        """Serve many MCP clients over HTTP until signalled."""
+        sock = http.bind(host, port)  # a taken port fails here, before anything starts
+        self.metrics = Metrics(list(self.config.providers), self._known_tool)
+        readiness = http.Readiness(store_ok=lambda: self.writer is None or self.writer.running)
+        try:
+            async with self.running() as (registry, tg):
+                tg.start_soon(_stop_on_signal, tg.cancel_scope)
+                server = build_server(registry, self.writer)
+                app = http.build_app(server, host=host, stateless=stateless, metrics=self.metrics, readiness=readiness)
+                readiness.started = True
+                bound_host, bound_port = sock.getsockname()[:2]
+                log.info(
+                    "hangar.started",
+                    transport="http",
+                    url=f"http://{_url_host(bound_host)}:{bound_port}/mcp",
+                    stateless=stateless,
+                    providers=len(registry),
+                    config=str(self.loaded.path),
+                    event_store=self.writer.store.description if self.writer else "off",
+                )
+                try:
+                    await http.serve(app, sock)
+                finally:
+                    readiness.stopping = True
+        finally:
+            sock.close()
+        log.info("hangar.stopped")
+
+    def _known_tool(self, provider: str, tool: str) -> bool:
+        return self.registry is not None and self.registry.get(provider).tool(tool) is not None
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 # Large or sensitive payloads stay out of log lines; the event store keeps what it may of them.

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
+import structlog
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -24,6 +26,7 @@ from mcp_hangar.config import (
     load_config,
 )
 from mcp_hangar.observability import logs
+from mcp_hangar.server.http import LOOPBACK
 from mcp_hangar.store.base import StoreError
 
 app = typer.Typer(
@@ -59,14 +62,26 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+HttpOption = Annotated[bool, typer.Option("--http", help="Serve HTTP (streamable HTTP at /mcp, SSE) instead of stdio.")]
+HostOption = Annotated[
+    str | None, typer.Option("--host", envvar="MCP_HANGAR_HOST", help="HTTP bind address [127.0.0.1].")
+]
+PortOption = Annotated[
+    int | None, typer.Option("--port", envvar="MCP_HANGAR_PORT", min=0, max=65535, help="HTTP port [8000].")
+]
+LogLevelOption = Annotated[
+    str | None, typer.Option("--log-level", help="debug, info, warning or error (overrides the config).")
+]
+
+
 @app.callback(invoke_without_command=True)
 def main_callback(
     ctx: typer.Context,
     config: ConfigOption = None,
-    http: Annotated[bool, typer.Option("--http", help="Serve streamable HTTP instead of stdio.")] = False,
-    log_level: Annotated[
-        str | None, typer.Option("--log-level", help="debug, info, warning or error (overrides the config).")
-    ] = None,
+    http: HttpOption = False,
+    host: HostOption = None,
+    port: PortOption = None,
+    log_level: LogLevelOption = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
@@ -74,16 +89,18 @@ def main_callback(
     """Without a command: serve the configured providers (stdio by default)."""
     if ctx.invoked_subcommand is not None:
         return
-    serve(config=config, http=http, log_level=log_level)
+    serve(config=config, http=http, host=host, port=port, log_level=log_level)
 
 
 @app.command()
 def serve(
     config: ConfigOption = None,
-    http: Annotated[bool, typer.Option("--http", help="Serve streamable HTTP instead of stdio.")] = False,
-    log_level: Annotated[str | None, typer.Option("--log-level")] = None,
+    http: HttpOption = False,
+    host: HostOption = None,
+    port: PortOption = None,
+    log_level: LogLevelOption = None,
 ) -> None:
-    """Serve the configured providers over stdio (for a desktop client)."""
+    """Serve the configured providers: over stdio (one desktop client) or HTTP (many clients)."""
     from mcp_hangar.app import Hangar
 
     loaded = _load(config)
@@ -91,16 +108,43 @@ def serve(
     if level not in logs.LEVELS:
         err.print(f"[red]error:[/] --log-level must be one of {', '.join(logs.LEVELS)}, not {level!r}")
         raise typer.Exit(2)
-    if http:
-        err.print("[red]error:[/] --http is not available in this version yet; run without it for stdio")
-        raise typer.Exit(2)
     hangar = Hangar(loaded, log_calls=level == "debug")
     logs.configure(level, loaded.config.logging.format, hangar.secrets)
+    settings = loaded.config.server
+    bind_host = host or settings.host
+    if http:
+        _check_exposure(bind_host, loaded.config.auth.enabled)
     try:
-        anyio.run(hangar.serve_stdio)
-    except StoreError as exc:
-        err.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        if http:
+            stateless = settings.stateless
+            anyio.run(
+                partial(hangar.serve_http, bind_host, settings.port if port is None else port, stateless=stateless)
+            )
+        else:
+            anyio.run(hangar.serve_stdio)
+    except (StoreError, OSError) as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
+
+
+def _check_exposure(host: str, auth_enabled: bool | None) -> None:
+    """Anything but loopback is reachable by others: refuse to serve it without a decision on auth."""
+    if auth_enabled:
+        err.print(
+            "[red]error:[/] auth.enabled is true, but authentication (API keys, JWT) is not available in this "
+            "version yet; serve on 127.0.0.1, or set auth: {enabled: false} behind an authenticating proxy"
+        )
+        raise typer.Exit(2)
+    if host in LOOPBACK:
+        return
+    if auth_enabled is None:
+        err.print(
+            f"[red]error:[/] refusing to serve on {host} without authentication: every provider would be "
+            "open to anyone who can reach it. Serve on 127.0.0.1, or set auth: {enabled: false} in the "
+            "configuration to accept that (behind an authenticating proxy, say)"
+        )
+        raise typer.Exit(2)
+    structlog.get_logger("mcp_hangar").warning("hangar.unauthenticated", host=host)
 
 
 @app.command()

@@ -151,8 +151,22 @@ class EventStoreConfig(_Strict):
         return self
 
 
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    # No session state on the server: any replica can answer any request (no sticky sessions).
+    stateless: bool = False
+
+
+class AuthConfig(_Strict):
+    # None: required whenever hangar listens on a non-loopback address.
+    enabled: bool | None = None
+
+
 class Config(_Strict):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     event_store: EventStoreConfig = Field(default_factory=EventStoreConfig)
     # Names this process in the event log; replicas sharing a store must differ.

@@ -360,6 +360,14 @@ class Provider:
                 # The provider is alive and answered; its protocol error is no health problem.
                 self._failed(tool, t0, correlation_id, str(exc), health=False)
                 raise
+            except BaseException as exc:
+                # Every invoked call ends in an event, so the log and the in-flight gauge stay
+                # balanced; usually the caller went away (client cancellation, shutdown).
+                cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
+                self._failed(
+                    tool, t0, correlation_id, "cancelled by the caller" if cancelled else repr(exc), health=False
+                )
+                raise
             finally:
                 self.in_flight -= 1
                 self.last_used = time.monotonic()

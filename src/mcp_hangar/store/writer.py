@@ -56,6 +56,10 @@ class EventWriter:
             self._room.clear()
 
     @property
+    def running(self) -> bool:
+        return not self._done.is_set()
+
+    @property
     def backlogged(self) -> bool:
         return len(self._queue) >= self._max_backlog
 

@@ -1,0 +1,177 @@
+"""MCP over HTTP for many clients: streamable HTTP at /mcp, legacy SSE at /sse + /messages/,
+health endpoints for orchestrators, and Prometheus metrics.
+
+The MCP transports are the official SDK's; this module only assembles them in one Starlette app
+served by uvicorn inside hangar's own task group (so shutdown stays structured: hangar, not
+uvicorn, owns the signals).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import uvicorn
+from mcp.server.lowlevel import Server
+from mcp.server.sse import SseServerTransport
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from mcp_hangar.observability.metrics import Metrics
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+KNOWN_ROUTES = ("/mcp", "/sse", "/messages/", "/health/live", "/health/ready", "/health/startup", "/metrics")
+
+
+@dataclass
+class Readiness:
+    """What /health/startup and /health/ready report. Cold providers never make hangar unready:
+    they start on demand."""
+
+    started: bool = False
+    stopping: bool = False
+    store_ok: Callable[[], bool] = lambda: True
+
+
+def security_for(host: str) -> TransportSecuritySettings | None:
+    """DNS-rebinding protection when bound to loopback, as the SDK does by default."""
+    if host in LOOPBACK:
+        return TransportSecuritySettings(
+            enable_dns_rebinding_protection=True,
+            allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
+            allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+        )
+    return None
+
+
+def build_app(server: Server[Any], *, host: str, stateless: bool, metrics: Metrics, readiness: Readiness) -> Starlette:
+    security = security_for(host)
+    sessions = StreamableHTTPSessionManager(app=server, stateless=stateless, security_settings=security)
+    sse = SseServerTransport("/messages/", security_settings=security)
+
+    async def sse_endpoint(request: Request) -> Response:
+        async with sse.connect_sse(request.scope, request.receive, request._send) as (read, write):
+            await server.run(read, write, server.create_initialization_options())
+        return Response()
+
+    async def live(request: Request) -> Response:
+        return JSONResponse({"status": "alive"})
+
+    async def startup(request: Request) -> Response:
+        return JSONResponse(
+            {"status": "started" if readiness.started else "starting"}, 200 if readiness.started else 503
+        )
+
+    async def ready(request: Request) -> Response:
+        checks = {
+            "started": readiness.started,
+            "accepting": not readiness.stopping,
+            "event_store": readiness.store_ok(),
+        }
+        ok = all(checks.values())
+        return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks}, 200 if ok else 503)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with sessions.run():
+            yield
+
+    app = Starlette(
+        routes=[
+            Route("/mcp", endpoint=StreamableHTTPASGIApp(sessions)),
+            Route("/sse", endpoint=sse_endpoint, methods=["GET"]),
+            Mount("/messages/", app=sse.handle_post_message),
+            Route("/health/live", live),
+            Route("/health/ready", ready),
+            Route("/health/startup", startup),
+            Route("/metrics", metrics_endpoint),
+        ],
+        lifespan=lifespan,
+    )
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    return app
+
+
+class RequestMetrics:
+    """Counts HTTP requests by route and status; unknown paths are one label, ``other``."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        route = next((r for r in KNOWN_ROUTES if path == r or (r.endswith("/") and path.startswith(r))), "other")
+        status = {"code": 500}
+
+        async def counting_send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            self.metrics.http_requests.labels(route, str(status["code"])).inc()
+
+
+class _Uvicorn(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:
+        # hangar handles SIGTERM/SIGINT itself and then asks uvicorn to exit
+        yield
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind the listening socket ourselves, so a taken port is a clear error (and port 0 works)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(app: Starlette, sock: socket.socket) -> None:
+    """Serve until cancelled; then stop accepting and let open requests finish (up to 10 s)."""
+    server = _Uvicorn(
+        uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5)
+    )
+    done = anyio.Event()
+
+    async def run() -> None:
+        try:
+            with anyio.CancelScope(shield=True):  # uvicorn stops when told to, not mid-request
+                await server.serve(sockets=[sock])
+        finally:
+            done.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        try:
+            await anyio.sleep_forever()
+        finally:
+            server.should_exit = True
+            with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                await done.wait()
