@@ -19,6 +19,7 @@ from mcp_hangar.config import ContainerProvider, LoadedConfig, SubprocessProvide
 from mcp_hangar.domain import events as ev
 from mcp_hangar.observability.metrics import Metrics
 from mcp_hangar.runtime.registry import Registry
+from mcp_hangar.security.policy import Guard
 from mcp_hangar.server import http
 from mcp_hangar.server.fastpath import FastPath
 from mcp_hangar.server.mcp import build_server
@@ -51,6 +52,7 @@ class Hangar:
         )
         self.replica_id = self.config.replica_id or f"{socket.gethostname()}-{os.getpid()}"
         self.metrics: Metrics | None = None
+        self.guard = Guard(self.config, self.emit)
 
     def emit(self, event: ev.DomainEvent) -> None:
         """Where every domain event goes: the event log, and the log. Per-call events are only
@@ -108,7 +110,7 @@ class Hangar:
         """Serve one MCP client over stdin/stdout until it hangs up or we are signalled."""
         async with self.running() as (registry, tg):
             tg.start_soon(_stop_on_signal, tg.cancel_scope)
-            server = build_server(registry, self.writer)
+            server = build_server(registry, self.writer, self.guard)
             log.info(
                 "hangar.started",
                 transport="stdio",
@@ -118,7 +120,7 @@ class Hangar:
             )
             async with stdio_transport() as wire:
                 if wire.lines is not None:
-                    fast = FastPath(registry, self.writer, wire.send, server.server_info_stamp, tg)
+                    fast = FastPath(registry, self.writer, self.guard, wire.send, server.server_info_stamp, tg)
                     wire.take = fast.take
                 await server.run(wire.incoming, wire.outgoing, server.create_initialization_options())
             log.info("hangar.stopping", reason="stdin closed")
@@ -132,7 +134,7 @@ class Hangar:
         try:
             async with self.running() as (registry, tg):
                 tg.start_soon(_stop_on_signal, tg.cancel_scope)
-                server = build_server(registry, self.writer)
+                server = build_server(registry, self.writer, self.guard)
                 app = http.build_app(server, host=host, stateless=stateless, metrics=self.metrics, readiness=readiness)
                 readiness.started = True
                 bound_host, bound_port = sock.getsockname()[:2]

@@ -61,9 +61,15 @@ class AuditConfig(_Strict):
     arguments: Literal["hashed", "redacted", "full"] = "hashed"
 
 
+class RateLimit(_Strict):
+    rate: float = Field(gt=0)  # requests per second, sustained
+    burst: int = Field(ge=1)  # requests at once after a quiet spell
+
+
 class _ProviderBase(_Strict):
     description: str = ""
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    rate_limit: RateLimit | None = None  # calls to this provider, from all callers together
     idle_ttl_s: float = Field(default=300, gt=0)
     health_check_interval_s: float = Field(default=60, gt=0)
     max_consecutive_failures: int = Field(default=3, ge=1)
@@ -158,15 +164,48 @@ class ServerConfig(_Strict):
     stateless: bool = False
 
 
+class JwtConfig(_Strict):
+    jwks_url: str | None = Field(default=None, pattern=r"^https?://")
+    public_key: str | None = None  # PEM, usually "${JWT_PUBLIC_KEY}"
+    issuer: str | None = None
+    audience: str | None = None
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    roles_claim: str = "roles"  # a role name, or a list (the highest known role counts)
+    default_role: Literal["viewer", "user", "operator", "admin"] | None = None
+    leeway_s: float = Field(default=30, ge=0)
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> JwtConfig:
+        if (self.jwks_url is None) == (self.public_key is None):
+            raise ValueError("jwt needs exactly one of 'jwks_url' or 'public_key'")
+        return self
+
+
+class LockoutConfig(_Strict):
+    max_failures: int = Field(default=5, ge=1)
+    window_s: float = Field(default=60, gt=0)
+    lock_s: float = Field(default=300, gt=0)
+
+
 class AuthConfig(_Strict):
     # None: required whenever hangar listens on a non-loopback address.
     enabled: bool | None = None
+    api_keys: bool = True  # accept keys made with `mcp-hangar keys create`
+    jwt: JwtConfig | None = None
+    lockout: LockoutConfig = Field(default_factory=LockoutConfig)
+    # Per role, the providers it may reach (a role not listed reaches all).
+    providers: dict[Literal["viewer", "user", "operator", "admin"], list[str]] = Field(default_factory=dict)
+
+
+class RateLimitsConfig(_Strict):
+    per_principal: RateLimit | None = None  # each authenticated caller (or the stdio client)
 
 
 class Config(_Strict):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     server: ServerConfig = Field(default_factory=ServerConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    rate_limits: RateLimitsConfig = Field(default_factory=RateLimitsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     event_store: EventStoreConfig = Field(default_factory=EventStoreConfig)
     # Names this process in the event log; replicas sharing a store must differ.

@@ -136,3 +136,28 @@ ALL_EVENTS: tuple[type[DomainEvent], ...] = (
     HealthCheckPassed,
     HealthCheckFailed,
 )
+
+
+SECURITY_STREAM = "hangar.security"  # not a valid provider id, so it can never collide with one
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecurityDecision(DomainEvent):
+    """A refusal: failed authentication, a lockout, a forbidden call, a rate limit."""
+
+    kind: ClassVar[str] = "security_decision"
+    decision: str  # auth_failed | locked_out | forbidden | rate_limited
+    reason: str
+    principal: str | None = None
+    client: str | None = None
+    tool: str | None = None
+    provider: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiKeyChanged(DomainEvent):
+    kind: ClassVar[str] = "api_key_changed"
+    key_id: str
+    name: str
+    role: str
+    change: str  # created | revoked

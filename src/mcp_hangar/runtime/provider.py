@@ -324,6 +324,7 @@ class Provider:
         timeout: float | None = None,
         on_progress: ProgressFn | None = None,
         correlation_id: str | None = None,
+        principal: str | None = None,
     ) -> dict[str, Any]:
         """Call one tool; returns the provider's result as it sent it."""
         session = await self.ensure_started()
@@ -342,31 +343,31 @@ class Provider:
                     tool=tool,
                     arguments=arguments,
                     correlation_id=correlation_id,
+                    principal=principal,
                 )
             )
             try:
                 with anyio.fail_after(timeout or self.spec.call_timeout_s):
                     result = await session.request("tools/call", params, on_progress=on_progress)
             except TimeoutError:
-                self._failed(tool, t0, correlation_id, "timed out")
+                self._failed(tool, t0, correlation_id, "timed out", principal=principal)
                 raise CallTimeout(
                     f"provider {self.id!r}: tool {tool!r} did not answer within "
                     f"{timeout or self.spec.call_timeout_s:g}s; the request was cancelled"
                 ) from None
             except ConnectionLost as exc:
-                self._failed(tool, t0, correlation_id, str(exc))
+                self._failed(tool, t0, correlation_id, str(exc), principal=principal)
                 raise
             except RemoteError as exc:
                 # The provider is alive and answered; its protocol error is no health problem.
-                self._failed(tool, t0, correlation_id, str(exc), health=False)
+                self._failed(tool, t0, correlation_id, str(exc), health=False, principal=principal)
                 raise
             except BaseException as exc:
                 # Every invoked call ends in an event, so the log and the in-flight gauge stay
                 # balanced; usually the caller went away (client cancellation, shutdown).
                 cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
-                self._failed(
-                    tool, t0, correlation_id, "cancelled by the caller" if cancelled else repr(exc), health=False
-                )
+                reason = "cancelled by the caller" if cancelled else repr(exc)
+                self._failed(tool, t0, correlation_id, reason, health=False, principal=principal)
                 raise
             finally:
                 self.in_flight -= 1
@@ -384,11 +385,20 @@ class Provider:
                 is_error=bool(result.get("isError")),
                 result=result,
                 correlation_id=correlation_id,
+                principal=principal,
             )
         )
         return result
 
-    def _failed(self, tool: str, t0: float, correlation_id: str | None, error: str, health: bool = True) -> None:
+    def _failed(
+        self,
+        tool: str,
+        t0: float,
+        correlation_id: str | None,
+        error: str,
+        health: bool = True,
+        principal: str | None = None,
+    ) -> None:
         self.stats["failures"] += 1
         self.last_error = error
         self._emit(
@@ -399,6 +409,7 @@ class Provider:
                 duration_ms=round((time.monotonic() - t0) * 1000, 3),
                 error=error,
                 correlation_id=correlation_id,
+                principal=principal,
             )
         )
         if health and self.health.record_failure(error) and self.state == ProviderState.READY:

@@ -33,6 +33,7 @@ from mcp_types import (
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 
 from mcp_hangar.runtime.registry import Registry
+from mcp_hangar.security.policy import Guard
 from mcp_hangar.server import tools
 from mcp_hangar.store.writer import EventWriter
 
@@ -47,12 +48,14 @@ class FastPath:
         self,
         registry: Registry,
         events: EventWriter | None,
+        guard: Guard | None,
         send: Send,
         server_info: dict[str, Any],
         task_group: anyio.abc.TaskGroup,
     ) -> None:
         self._registry = registry
         self._events = events
+        self._guard = guard
         self._send = send
         self._server_info = server_info
         self._tg = task_group
@@ -120,7 +123,9 @@ class FastPath:
                     params["message"] = message
                 await self._write({"jsonrpc": "2.0", "method": "notifications/progress", "params": params})
 
-        context = tools.ToolContext(self._registry, self._events, version, report)
+        guard = self._guard
+        validator = guard.validator if guard is not None else None
+        context = tools.ToolContext(self._registry, self._events, version, report, guard=guard, validator=validator)
         with anyio.CancelScope() as scope:
             self._in_flight[request_id] = scope
             try:

@@ -10,6 +10,7 @@ from mcp.server.lowlevel import Server
 
 from mcp_hangar import __version__
 from mcp_hangar.runtime.registry import Registry
+from mcp_hangar.security.policy import Guard
 from mcp_hangar.server import tools
 from mcp_hangar.store.writer import EventWriter
 
@@ -19,7 +20,7 @@ INSTRUCTIONS = (
 )
 
 
-def build_server(registry: Registry, events: EventWriter | None = None) -> Server[Any]:
+def build_server(registry: Registry, events: EventWriter | None = None, guard: Guard | None = None) -> Server[Any]:
     async def list_tools(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
@@ -28,7 +29,9 @@ def build_server(registry: Registry, events: EventWriter | None = None) -> Serve
     async def call_tool(
         ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult | dict[str, Any]:
-        return await tools.call(tools.ToolContext.from_sdk(registry, events, ctx), params.name, params.arguments or {})
+        return await tools.call(
+            tools.ToolContext.from_sdk(registry, events, guard, ctx), params.name, params.arguments or {}
+        )
 
     server: Server[Any] = Server(
         "mcp-hangar",

@@ -19,6 +19,8 @@ from mcp_hangar.domain.states import ProviderState
 from mcp_hangar.launchers.session import ProgressFn
 from mcp_hangar.runtime.provider import Provider
 from mcp_hangar.runtime.registry import Registry
+from mcp_hangar.security.policy import Denied, Guard, Principal
+from mcp_hangar.security.validation import ArgumentValidator, InvalidArguments
 from mcp_hangar.server.dashboard import render_status
 from mcp_hangar.store.base import EventQuery, StoredEvent, parse_duration
 from mcp_hangar.store.writer import EventWriter
@@ -47,12 +49,28 @@ class ToolContext:
     events: EventWriter | None  # the event log, when one is configured
     protocol_version: str  # the client's, which decides the result's shape
     report_progress: ProgressFn | None = None  # set when the client asked for progress
+    principal: Principal | None = None  # None: the local stdio client
+    guard: Guard | None = None  # None when the HTTP layer has already decided
+    validator: ArgumentValidator | None = None
 
     @classmethod
-    def from_sdk(cls, registry: Registry, events: EventWriter | None, ctx: ServerRequestContext[Any]) -> ToolContext:
+    def from_sdk(
+        cls, registry: Registry, events: EventWriter | None, guard: Guard | None, ctx: ServerRequestContext[Any]
+    ) -> ToolContext:
         meta = ctx.meta or {}
         wants_progress = meta.get("progress_token", meta.get("progressToken")) is not None
-        return cls(registry, events, ctx.protocol_version, ctx.session.report_progress if wants_progress else None)
+        state = getattr(ctx.request, "state", None)
+        principal = getattr(state, "principal", None)
+        decided = getattr(state, "decided", False)  # the HTTP middleware checked this request already
+        return cls(
+            registry,
+            events,
+            ctx.protocol_version,
+            ctx.session.report_progress if wants_progress else None,
+            principal=principal,
+            guard=None if decided else guard,
+            validator=guard.validator if guard is not None else None,
+        )
 
 
 # --- schemas --------------------------------------------------------------------------------
@@ -232,6 +250,10 @@ def _clean(result: dict[str, Any], client_version: str) -> dict[str, Any]:
     return result
 
 
+def _name(principal: Principal | None) -> str | None:
+    return principal.name if principal is not None else None
+
+
 def _with_meta(result: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     meta = dict(result.get("_meta") or {})
     meta["mcp_hangar"] = extra
@@ -246,11 +268,17 @@ def _is_retry_safe(tool: dict[str, Any] | None) -> bool:
 # --- invoking -------------------------------------------------------------------------------
 
 
-async def _check_tool(provider: Provider, tool: str) -> None:
+async def _check_tool(tc: ToolContext, provider: Provider, tool: str, arguments: dict[str, Any]) -> None:
     await provider.ensure_started()
-    if provider.tools_known and provider.tool(tool) is None:
+    spec = provider.tool(tool)
+    if provider.tools_known and spec is None:
         names = ", ".join(t["name"] for t in provider.tools) or "none"
         raise BadArguments(f"provider {provider.id!r} has no tool {tool!r} (its tools: {names})")
+    if tc.validator is not None and spec is not None:
+        try:
+            tc.validator.check(provider.id, tool, spec.get("inputSchema"), arguments)
+        except InvalidArguments as exc:
+            raise BadArguments(str(exc)) from None
 
 
 def _failure(provider_id: str, tool: str, exc: Exception) -> str:
@@ -266,7 +294,7 @@ async def _invoke(tc: ToolContext, args: dict[str, Any], name: str, *, stream: b
     arguments = _arguments(args, name)
     timeout = _arg_number(args, "timeout", name, 0, 3600)
     provider = tc.registry.get(pid)
-    await _check_tool(provider, tool)
+    await _check_tool(tc, provider, tool, arguments)
     report = tc.report_progress
     recorded: list[dict[str, Any]] = []
     relay = None
@@ -278,7 +306,9 @@ async def _invoke(tc: ToolContext, args: dict[str, Any], name: str, *, stream: b
             if report is not None:
                 await report(progress, total, message)
 
-    result = await provider.call_tool(tool, arguments, timeout=timeout, on_progress=relay)
+    result = await provider.call_tool(
+        tool, arguments, timeout=timeout, on_progress=relay, principal=_name(tc.principal)
+    )
     result = _clean(result, tc.protocol_version)
     if stream:
         result = _with_meta(result, {"provider": pid, "progress": recorded})
@@ -308,8 +338,10 @@ async def registry_invoke_ex(tc: ToolContext, args: dict[str, Any]) -> Any:
     attempts: list[str] = []
     while True:
         try:
-            await _check_tool(provider, tool)
-            result = await provider.call_tool(tool, arguments, timeout=timeout, correlation_id=correlation_id)
+            await _check_tool(tc, provider, tool, arguments)
+            result = await provider.call_tool(
+                tool, arguments, timeout=timeout, correlation_id=correlation_id, principal=_name(tc.principal)
+            )
         except ProviderError as exc:
             attempts.append(_failure(pid, tool, exc))
             retryable = not isinstance(exc, UnknownProvider | NotSupported | RemoteError)
@@ -510,7 +542,12 @@ async def call(tc: ToolContext, name: str, args: dict[str, Any]) -> types.CallTo
     if handler is None:
         return error(f"unknown tool {name!r}; the registry tools are: {', '.join(HANDLERS)}")
     try:
+        if tc.guard is not None:
+            provider = args.get("provider")
+            tc.guard.check_call(tc.principal, name, provider if isinstance(provider, str) else None)
         return await handler(tc, args)
+    except Denied as exc:
+        return error(str(exc))
     except BadArguments as exc:
         return error(str(exc))
     except ProviderError as exc:

@@ -1,0 +1,1 @@
+"""Protecting hangar: authentication, authorization, rate limits, input validation."""
