@@ -613,3 +613,46 @@ async def test_stdin_from_a_plain_file_is_served(config: Path, tmp_path: Path) -
     reply = json.loads(done.stdout.decode().splitlines()[0])
     assert reply["id"] == 1 and reply["result"]["serverInfo"]["name"] == "mcp-hangar"
     assert b"Traceback" not in done.stderr
+
+
+async def test_arguments_are_validated_against_the_provider_schema(config: Path) -> None:
+    async with hangar(config) as client:
+        text = await fail(client, "registry_invoke", provider="everything", tool="echo", arguments={"message": 5})
+        assert "provider 'everything', tool 'echo': argument 'message' is invalid: 5 is not of type 'string'" in text
+        text = await fail(client, "registry_invoke", provider="everything", tool="get-sum", arguments={"a": 1})
+        assert "'b' is a required property" in text
+        deep: dict[str, Any] = {}
+        node = deep
+        for _ in range(100):
+            node["x"] = {}
+            node = node["x"]
+        text = await fail(
+            client, "registry_invoke", provider="everything", tool="echo", arguments={"message": "m", "d": deep}
+        )
+        assert "arguments nest deeper than 64 levels" in text
+        assert (await health(client, "everything"))["invocations"] == 0  # nothing bad reached the provider
+
+
+async def test_a_provider_rate_limit_refuses_with_a_clear_error(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "c.yaml",
+        {
+            "everything": {
+                "mode": "subprocess",
+                "command": everything_command(),
+                "rate_limit": {"rate": 0.5, "burst": 2},
+            }
+        },
+    )
+    async with hangar(config) as client:
+        results = [
+            await client.call_tool(
+                "registry_invoke", {"provider": "everything", "tool": "echo", "arguments": {"message": "m"}}
+            )
+            for _ in range(3)
+        ]
+        assert [r.is_error for r in results] == [False, False, True]
+        assert "rate limit for provider 'everything' exceeded (0.5/s, burst 2); retry in" in results[2].content[0].text  # type: ignore[union-attr]
+        audit = await call(client, "registry_audit", type="security_decision")
+        assert [e["data"]["decision"] for e in audit["events"]] == ["rate_limited"]
+        assert audit["events"][0]["stream"] == "hangar.security"
