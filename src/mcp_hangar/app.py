@@ -19,6 +19,7 @@ from mcp_hangar.config import ContainerProvider, LoadedConfig, SubprocessProvide
 from mcp_hangar.domain import events as ev
 from mcp_hangar.observability.metrics import Metrics
 from mcp_hangar.runtime.registry import Registry
+from mcp_hangar.security.auth import Authenticator
 from mcp_hangar.security.policy import Guard
 from mcp_hangar.server import http
 from mcp_hangar.server.fastpath import FastPath
@@ -135,7 +136,16 @@ class Hangar:
             async with self.running() as (registry, tg):
                 tg.start_soon(_stop_on_signal, tg.cancel_scope)
                 server = build_server(registry, self.writer, self.guard)
-                app = http.build_app(server, host=host, stateless=stateless, metrics=self.metrics, readiness=readiness)
+                authenticator = await self._authenticator(host, tg)
+                app = http.build_app(
+                    server,
+                    host=host,
+                    stateless=stateless,
+                    metrics=self.metrics,
+                    readiness=readiness,
+                    guard=self.guard,
+                    authenticator=authenticator,
+                )
                 readiness.started = True
                 bound_host, bound_port = sock.getsockname()[:2]
                 log.info(
@@ -143,6 +153,7 @@ class Hangar:
                     transport="http",
                     url=f"http://{_url_host(bound_host)}:{bound_port}/mcp",
                     stateless=stateless,
+                    auth="on" if authenticator else "off",
                     providers=len(registry),
                     config=str(self.loaded.path),
                     event_store=self.writer.store.description if self.writer else "off",
@@ -154,6 +165,22 @@ class Hangar:
         finally:
             sock.close()
         log.info("hangar.stopped")
+
+    async def _authenticator(self, host: str, tg: anyio.abc.TaskGroup) -> Authenticator | None:
+        """Authentication is on when configured so, and by default off loopback."""
+        settings = self.config.auth
+        enabled = settings.enabled if settings.enabled is not None else host not in http.LOOPBACK
+        if not enabled:
+            if host not in http.LOOPBACK:
+                log.warning("hangar.unauthenticated", host=host, hint="anyone who can reach this address can use it")
+            return None
+        store = self.writer.store if self.writer is not None else None
+        authenticator = Authenticator(settings, store, self.emit)
+        await authenticator.refresh_keys()
+        tg.start_soon(authenticator.keep_keys_fresh)
+        if settings.jwt is None and not authenticator.has_keys:
+            log.warning("hangar.no_credentials", hint="no API key exists yet: mcp-hangar keys create --name N --role R")
+        return authenticator
 
     def _known_tool(self, provider: str, tool: str) -> bool:
         return self.registry is not None and self.registry.get(provider).tool(tool) is not None

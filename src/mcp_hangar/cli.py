@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
-import structlog
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from mcp_hangar import __version__
 from mcp_hangar.config import (
+    Config,
     ConfigError,
     ContainerProvider,
     LoadedConfig,
@@ -25,9 +29,12 @@ from mcp_hangar.config import (
     SubprocessProvider,
     load_config,
 )
+from mcp_hangar.domain.events import DomainEvent
+from mcp_hangar.domain.roles import Role
 from mcp_hangar.observability import logs
 from mcp_hangar.server.http import LOOPBACK
-from mcp_hangar.store.base import StoreError
+from mcp_hangar.store.base import ApiKeyRecord, EventStore, StoreError
+from mcp_hangar.store.writer import EventWriter
 
 app = typer.Typer(
     name="mcp-hangar",
@@ -113,7 +120,7 @@ def serve(
     settings = loaded.config.server
     bind_host = host or settings.host
     if http:
-        _check_exposure(bind_host, loaded.config.auth.enabled)
+        _check_exposure(bind_host, loaded.config)
     try:
         if http:
             stateless = settings.stateless
@@ -127,24 +134,17 @@ def serve(
         raise typer.Exit(2) from None
 
 
-def _check_exposure(host: str, auth_enabled: bool | None) -> None:
-    """Anything but loopback is reachable by others: refuse to serve it without a decision on auth."""
-    if auth_enabled:
+def _check_exposure(host: str, config: Config) -> None:
+    """Authentication that is on must have a way to succeed."""
+    auth = config.auth
+    enabled = auth.enabled if auth.enabled is not None else host not in LOOPBACK
+    keys_possible = auth.api_keys and config.event_store.enabled  # keys live in the event store
+    if enabled and not keys_possible and auth.jwt is None:
         err.print(
-            "[red]error:[/] auth.enabled is true, but authentication (API keys, JWT) is not available in this "
-            "version yet; serve on 127.0.0.1, or set auth: {enabled: false} behind an authenticating proxy"
+            "[red]error:[/] authentication is on but nothing can pass it: configure auth.jwt, or allow API keys "
+            "(auth.api_keys: true, with the event store enabled, where keys are kept)"
         )
         raise typer.Exit(2)
-    if host in LOOPBACK:
-        return
-    if auth_enabled is None:
-        err.print(
-            f"[red]error:[/] refusing to serve on {host} without authentication: every provider would be "
-            "open to anyone who can reach it. Serve on 127.0.0.1, or set auth: {enabled: false} in the "
-            "configuration to accept that (behind an authenticating proxy, say)"
-        )
-        raise typer.Exit(2)
-    structlog.get_logger("mcp_hangar").warning("hangar.unauthenticated", host=host)
 
 
 @app.command()
@@ -200,6 +200,128 @@ def events(
     except StoreError as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
+
+
+keys_app = typer.Typer(help="API keys for HTTP clients (kept, hashed, in the event store).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+async def _with_store(loaded: LoadedConfig, work: Callable[[EventStore, EventWriter], Awaitable[Any]]) -> Any:
+    """Open the configured store for a command, with a writer so the change is an audit event too."""
+    from mcp_hangar.store import make_store
+    from mcp_hangar.store.encode import Encoder
+    from mcp_hangar.store.writer import EventWriter
+
+    if not loaded.config.event_store.enabled:
+        raise StoreError("the event store is disabled in this configuration, and API keys are kept there")
+    store = make_store(loaded.config.event_store, loaded.path.parent)
+    await store.open()
+    writer = EventWriter(store, Encoder({}, []), f"cli-{socket.gethostname()}-{os.getpid()}")
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer.run)
+            try:
+                return await work(store, writer)
+            finally:
+                await writer.close()
+    finally:
+        await store.close()
+
+
+def _run_store(loaded: LoadedConfig, work: Callable[[EventStore, EventWriter], Awaitable[Any]]) -> Any:
+    try:
+        return anyio.run(_with_store, loaded, work)
+    except StoreError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option("--name", "-n", help="Who or what the key is for.")],
+    role: Annotated[Role, typer.Option("--role", "-r", help="viewer, user, operator or admin.")],
+    config: ConfigOption = None,
+) -> None:
+    """Create a key. It is shown once; only its hash is stored."""
+    from mcp_hangar.domain import events as ev
+    from mcp_hangar.security.auth import new_key
+
+    loaded = _load(config)
+    token, record = new_key(name, role)
+
+    async def create(store: EventStore, writer: EventWriter) -> None:
+        await store.put_key(record)
+        writer.emit(
+            ev.ApiKeyChanged(
+                provider_id=ev.SECURITY_STREAM,
+                at=time.time(),
+                key_id=record.id,
+                name=name,
+                role=role.value,
+                change="created",
+            )
+        )
+
+    _run_store(loaded, create)
+    err.print(f"created key {record.id} for {name!r} with role {role.value}; it is shown only this once:")
+    print(token)
+
+
+@keys_app.command("list")
+def keys_list(config: ConfigOption = None) -> None:
+    """List keys (never their secrets)."""
+    loaded = _load(config)
+    keys = _run_store(loaded, lambda store, writer: store.keys())
+    table = Table(title=f"{len(keys)} API keys", title_justify="left")
+    for column in ("id", "name", "role", "created", "revoked"):
+        table.add_column(column)
+    for key in keys:
+        revoked = _when(key.revoked_at) if key.revoked_at is not None else "-"
+        table.add_row(key.id, key.name, key.role, _when(key.created_at), revoked)
+    Console(soft_wrap=True).print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id, from `keys list`.")], config: ConfigOption = None
+) -> None:
+    """Revoke a key; every hangar sharing the store refuses it within seconds."""
+    from mcp_hangar.domain import events as ev
+
+    loaded = _load(config)
+
+    async def revoke(store: EventStore, writer: EventWriter) -> Any:
+        key = await store.revoke_key(key_id, time.time())
+        if key is not None:
+            writer.emit(
+                ev.ApiKeyChanged(
+                    provider_id=ev.SECURITY_STREAM,
+                    at=time.time(),
+                    key_id=key.id,
+                    name=key.name,
+                    role=key.role,
+                    change="revoked",
+                )
+            )
+        return key
+
+    key = _run_store(loaded, revoke)
+    if key is None:
+        err.print(f"[red]error:[/] no key with id {key_id!r} (see mcp-hangar keys list)")
+        raise typer.Exit(2)
+    err.print(f"revoked key {key.id} ({key.name})")
+
+
+def _key_event(key: ApiKeyRecord, change: str) -> DomainEvent:
+    from mcp_hangar.domain import events as ev
+
+    return ev.ApiKeyChanged(
+        provider_id=ev.SECURITY_STREAM, at=time.time(), key_id=key.id, name=key.name, role=key.role, change=change
+    )
+
+
+def _when(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 @app.command()

@@ -246,3 +246,16 @@ def test_known_secret_values_are_masked_everywhere() -> None:
 def test_state_changes_store_plain_values() -> None:
     change = ev.StateChanged(provider_id="p", at=1.0, old=ProviderState.COLD, new=ProviderState.INITIALIZING)
     assert json.loads(Encoder({}, []).data(change)) == {"old": "cold", "new": "initializing", "reason": ""}
+
+
+async def test_api_keys_are_stored_listed_and_revoked(store: EventStore) -> None:
+    from mcp_hangar.store.base import ApiKeyRecord
+
+    await store.put_key(ApiKeyRecord("k1", "ci", "user", "h1", 10.0))
+    await store.put_key(ApiKeyRecord("k2", "ops", "admin", "h2", 20.0))
+    assert [(k.id, k.role, k.revoked_at) for k in await store.keys()] == [("k1", "user", None), ("k2", "admin", None)]
+    revoked = await store.revoke_key("k1", 30.0)
+    assert revoked is not None and revoked.revoked_at == 30.0
+    again = await store.revoke_key("k1", 40.0)
+    assert again is not None and again.revoked_at == 30.0  # revoking twice keeps the first time
+    assert await store.revoke_key("nope", 50.0) is None

@@ -9,6 +9,8 @@ uvicorn, owns the signals).
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -28,6 +30,8 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcp_hangar.observability.metrics import Metrics
+from mcp_hangar.security.auth import Authenticator
+from mcp_hangar.security.policy import Denied, Guard, Principal
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 KNOWN_ROUTES = ("/mcp", "/sse", "/messages/", "/health/live", "/health/ready", "/health/startup", "/metrics")
@@ -54,7 +58,16 @@ def security_for(host: str) -> TransportSecuritySettings | None:
     return None
 
 
-def build_app(server: Server[Any], *, host: str, stateless: bool, metrics: Metrics, readiness: Readiness) -> Starlette:
+def build_app(
+    server: Server[Any],
+    *,
+    host: str,
+    stateless: bool,
+    metrics: Metrics,
+    readiness: Readiness,
+    guard: Guard,
+    authenticator: Authenticator | None,
+) -> Starlette:
     security = security_for(host)
     sessions = StreamableHTTPSessionManager(app=server, stateless=stateless, security_settings=security)
     sse = SseServerTransport("/messages/", security_settings=security)
@@ -101,8 +114,119 @@ def build_app(server: Server[Any], *, host: str, stateless: bool, metrics: Metri
         ],
         lifespan=lifespan,
     )
+    app.add_middleware(Gate, authenticator=authenticator, guard=guard, metrics=metrics)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app
+
+
+MCP_PATHS = ("/mcp", "/sse", "/messages/")
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+class Gate:
+    """In front of the MCP routes: authenticate every request, then decide each ``tools/call`` in
+    the body (role, provider allowlist, rate limits) before the SDK sees it, so a refusal is a
+    real HTTP status (401, 403, 429 with Retry-After) and not a result buried in a stream."""
+
+    def __init__(self, app: ASGIApp, authenticator: Authenticator | None, guard: Guard, metrics: Metrics) -> None:
+        self.app = app
+        self.auth = authenticator
+        self.guard = guard
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not any(path == p or path.startswith(p) for p in MCP_PATHS):
+            await self.app(scope, receive, send)
+            return
+        client = (scope.get("client") or ("unknown", 0))[0]
+        principal: Principal | None = None
+        if self.auth is not None:
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            try:
+                principal = await self.auth.authenticate(headers, client)
+            except Denied as exc:
+                reason = {401: "invalid_credentials", 403: "no_role", 429: "locked_out"}.get(exc.status, "other")
+                self.metrics.auth_failures.labels(reason).inc()
+                await _refuse(send, exc)
+                return
+        state = scope.setdefault("state", {})
+        state["principal"] = principal
+        if scope["method"] == "POST":
+            body = await _read_body(receive)
+            if body is None:
+                await _refuse(send, Denied(413, f"request body over {MAX_BODY_BYTES} bytes"))
+                return
+            for message in _messages(body):
+                params = _mapping(message.get("params"))
+                provider = _mapping(params.get("arguments")).get("provider")
+                try:
+                    self.guard.check_call(
+                        principal, str(params.get("name")), provider if isinstance(provider, str) else None, client
+                    )
+                except Denied as exc:
+                    if exc.status == 429:
+                        self.metrics.rate_limited.labels("provider" if "provider" in str(exc) else "principal").inc()
+                    await _refuse(send, exc, message.get("id"))
+                    return
+            state["decided"] = True
+            receive = _replay(body)
+        await self.app(scope, receive, send)
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _messages(body: bytes) -> list[dict[str, Any]]:
+    """The tools/call requests in a POST body (one message or a batch); anything unparsable is
+    left for the SDK to answer."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return []
+    items = parsed if isinstance(parsed, list) else [parsed]
+    return [m for m in items if isinstance(m, dict) and m.get("method") == "tools/call"]
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await anyio.sleep_forever()  # like a client that has sent everything and waits
+        raise AssertionError("unreachable")
+
+    return receive
+
+
+async def _refuse(send: Send, denied: Denied, request_id: Any = None) -> None:
+    headers = [(b"content-type", b"application/json")]
+    if denied.status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="mcp-hangar"'))
+    if denied.retry_after is not None:
+        headers.append((b"retry-after", str(max(1, math.ceil(denied.retry_after))).encode()))
+    code = {401: -32001, 403: -32003, 413: -32600, 429: -32029}.get(denied.status, -32000)
+    body = json.dumps({"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": str(denied)}}).encode()
+    await send({"type": "http.response.start", "status": denied.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class RequestMetrics:

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class StoreError(Exception):
@@ -61,6 +61,18 @@ class StoredEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    """An API key as stored: only the SHA-256 of the key, never the key."""
+
+    id: str
+    name: str
+    role: str
+    hash: str
+    created_at: float
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class EventQuery:
     stream: str | None = None
     type: str | None = None
@@ -92,6 +104,12 @@ class EventStore(Protocol):
     async def max_versions(self, replica: str) -> dict[str, int]: ...
 
     async def histories(self) -> dict[str, StreamHistory]: ...
+
+    async def put_key(self, key: ApiKeyRecord) -> None: ...
+
+    async def keys(self) -> list[ApiKeyRecord]: ...
+
+    async def revoke_key(self, key_id: str, at: float) -> ApiKeyRecord | None: ...
 
 
 TOOLS_LISTED = "provider_tools_listed"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from mcp_hangar.store.base import (
     TOOLS_LISTED,
+    ApiKeyRecord,
     EventQuery,
     Record,
     StoredEvent,
@@ -19,6 +21,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._events: list[StoredEvent] = []
+        self._keys: dict[str, ApiKeyRecord] = {}
 
     async def open(self) -> None:
         return None
@@ -73,3 +76,15 @@ class MemoryStore:
             [(s, t, n, last) for (s, t), (n, last) in counts.items()],
             [(s, e.data) for s, e in latest_tools.items()],
         )
+
+    async def put_key(self, key: ApiKeyRecord) -> None:
+        self._keys[key.id] = key
+
+    async def keys(self) -> list[ApiKeyRecord]:
+        return sorted(self._keys.values(), key=lambda k: k.created_at)
+
+    async def revoke_key(self, key_id: str, at: float) -> ApiKeyRecord | None:
+        key = self._keys.get(key_id)
+        if key is not None and key.revoked_at is None:
+            key = self._keys[key_id] = dataclasses.replace(key, revoked_at=at)
+        return key

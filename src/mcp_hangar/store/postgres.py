@@ -9,6 +9,7 @@ import asyncpg
 from mcp_hangar.store.base import (
     SCHEMA_VERSION,
     TOOLS_LISTED,
+    ApiKeyRecord,
     EventQuery,
     Record,
     StoredEvent,
@@ -36,8 +37,19 @@ MIGRATIONS = {
         "CREATE INDEX events_stream ON events (stream, position)",
         "CREATE INDEX events_type ON events (type, position)",
         "CREATE INDEX events_at ON events (at)",
-    ]
+    ],
+    2: [
+        """CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            role TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            revoked_at DOUBLE PRECISION
+        )""",
+    ],
 }
+KEY_COLUMNS = "id, name, role, hash, created_at, revoked_at"
 COLUMNS = "position, stream, replica, version, type, at, correlation_id, principal, data::text"
 MIGRATION_LOCK = 0x6D6370_68616E  # any constant shared by every replica: serializes migrations
 
@@ -112,7 +124,29 @@ class PostgresStore:
             "(SELECT max(position) FROM events WHERE type = $1 GROUP BY stream)",
             TOOLS_LISTED,
         )
-        return build_histories([(r[0], r[1], r[2], r[3]) for r in counts], [(r[0], json.loads(r[1])) for r in tools])
+        counted = [(r[0], r[1], r[2], r[3]) for r in counts]
+        return build_histories(counted, [(r[0], json.loads(r[1])) for r in tools])
+
+    async def put_key(self, key: ApiKeyRecord) -> None:
+        await self._require().execute(
+            f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)",
+            key.id,
+            key.name,
+            key.role,
+            key.hash,
+            key.created_at,
+            key.revoked_at,
+        )
+
+    async def keys(self) -> list[ApiKeyRecord]:
+        rows = await self._require().fetch(f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at")
+        return [ApiKeyRecord(*row) for row in rows]
+
+    async def revoke_key(self, key_id: str, at: float) -> ApiKeyRecord | None:
+        pool = self._require()
+        await pool.execute("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL", at, key_id)
+        row = await pool.fetchrow(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1", key_id)
+        return ApiKeyRecord(*row) if row else None
 
 
 def _redact(dsn: str) -> str:

@@ -19,6 +19,7 @@ import anyio.to_thread
 from mcp_hangar.store.base import (
     SCHEMA_VERSION,
     TOOLS_LISTED,
+    ApiKeyRecord,
     EventQuery,
     Record,
     StoredEvent,
@@ -46,9 +47,20 @@ MIGRATIONS = {
         "CREATE INDEX events_stream ON events (stream, position)",
         "CREATE INDEX events_type ON events (type, position)",
         "CREATE INDEX events_at ON events (at)",
-    ]
+    ],
+    2: [
+        """CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            role TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            revoked_at REAL
+        )""",
+    ],
 }
 COLUMNS = "position, stream, replica, version, type, at, correlation_id, principal, data"
+KEY_COLUMNS = "id, name, role, hash, created_at, revoked_at"
 INSERT = (
     "INSERT INTO events (stream, replica, version, type, at, correlation_id, principal, data) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -142,6 +154,24 @@ class SqliteStore:
 
         counts, tools = await self._run(read)
         return build_histories([tuple(r) for r in counts], [(s, json.loads(d)) for s, d in tools])
+
+    async def put_key(self, key: ApiKeyRecord) -> None:
+        row = (key.id, key.name, key.role, key.hash, key.created_at, key.revoked_at)
+        await self._run(
+            lambda conn: conn.execute(f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", row)
+        )
+
+    async def keys(self) -> list[ApiKeyRecord]:
+        sql = f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at"
+        return [ApiKeyRecord(*row) for row in await self._run(lambda conn: conn.execute(sql).fetchall())]
+
+    async def revoke_key(self, key_id: str, at: float) -> ApiKeyRecord | None:
+        def revoke(conn: sqlite3.Connection) -> Any:
+            conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (at, key_id))
+            return conn.execute(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+
+        row = await self._run(revoke)
+        return ApiKeyRecord(*row) if row else None
 
 
 class _transaction:
