@@ -145,6 +145,8 @@ class Hangar:
                     readiness=readiness,
                     guard=self.guard,
                     authenticator=authenticator,
+                    registry=registry,
+                    events=self.writer,
                 )
                 readiness.started = True
                 bound_host, bound_port = sock.getsockname()[:2]

@@ -64,6 +64,10 @@ class RpcSession:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._progress: dict[Any, ProgressFn] = {}
+        # Progress deliveries still running per request: its result waits for them, so a caller
+        # sees every progress notification before the answer (a closing stream would drop them).
+        self._relaying: dict[Any, int] = {}
+        self._relayed = anyio.Event()
         self._envelope: dict[str, Any] | None = None  # the 2026-07-28 per-request _meta
         self._closed: ConnectionLost | None = None
         self._closing_reason: str | None = None
@@ -162,11 +166,27 @@ class RpcSession:
             assert self._tg is not None
             self._tg.start_soon(self._answer, message["id"], method, params)
         elif method == "notifications/progress":
-            callback = self._progress.get(params.get("progressToken"))
+            token = params.get("progressToken")
+            callback = self._progress.get(token)
             if callback is not None and self._tg is not None:
-                self._tg.start_soon(callback, params.get("progress", 0), params.get("total"), params.get("message"))
+                self._relaying[token] = self._relaying.get(token, 0) + 1
+                self._tg.start_soon(self._relay, token, callback, params)
         elif self._on_notification is not None and self._tg is not None:
             self._tg.start_soon(self._on_notification, method, params)
+
+    async def _relay(self, token: Any, callback: ProgressFn, params: dict[str, Any]) -> None:
+        try:
+            await callback(params.get("progress", 0), params.get("total"), params.get("message"))
+        finally:
+            left = self._relaying[token] = self._relaying[token] - 1
+            if left == 0:
+                del self._relaying[token]
+                self._relayed.set()
+                self._relayed = anyio.Event()
+
+    async def _progress_done(self, token: Any) -> None:
+        while token in self._relaying:
+            await self._relayed.wait()
 
     def _garbage(self, line: bytes) -> None:
         self.garbage_lines += 1
@@ -229,7 +249,10 @@ class RpcSession:
             except (OSError, RuntimeError) as exc:
                 raise ConnectionLost(f"provider {self._provider_id!r}: cannot write: {exc}", sent=False) from None
             try:
-                return await fut
+                result = await fut
+                if on_progress is not None:
+                    await self._progress_done(rid)
+                return result
             except BaseException:
                 # Awaiting a future cancels it along with us, so "cancelled" means "never answered".
                 if (fut.cancelled() or not fut.done()) and self._closed is None:

@@ -105,11 +105,7 @@ class FastPath:
         """The protocol version this call is served at, or None to leave it to the SDK."""
         if not self._modern:
             return self._legacy_version if self._initialized else None
-        meta = params.get("_meta")
-        if not isinstance(meta, dict) or CLIENT_INFO_META_KEY not in meta or CLIENT_CAPABILITIES_META_KEY not in meta:
-            return None
-        version = meta.get(PROTOCOL_VERSION_META_KEY)
-        return version if version in MODERN_PROTOCOL_VERSIONS else None
+        return modern_version(params)
 
     async def _serve(self, request_id: Any, name: str, arguments: dict[str, Any], version: str, token: Any) -> None:
         report = None
@@ -139,23 +135,9 @@ class FastPath:
                 self._in_flight.pop(request_id, None)
         if scope.cancelled_caught:
             return  # the client cancelled it: cancelled requests are never answered
-        await self._write({"jsonrpc": "2.0", "id": request_id, "result": self._shape(result, version)})
-
-    def _shape(self, result: types.CallToolResult | dict[str, Any], version: str) -> dict[str, Any]:
-        if isinstance(result, types.CallToolResult):
-            wire = result.model_dump(by_alias=True, mode="json", exclude_none=True)
-        else:
-            wire = dict(result)
-        if version in MODERN_PROTOCOL_VERSIONS:
-            wire.setdefault("resultType", "complete")
-            meta = wire.get("_meta")
-            wire["_meta"] = {
-                **(meta if isinstance(meta, dict) else {}),
-                SERVER_INFO_META_KEY: self._server_info,
-            }
-        else:
-            wire.pop("resultType", None)
-        return wire
+        await self._write(
+            {"jsonrpc": "2.0", "id": request_id, "result": shape_result(result, version, self._server_info)}
+        )
 
     async def _write(self, message: dict[str, Any]) -> None:
         await self._send(json.dumps(message, separators=(",", ":")).encode() + b"\n")
@@ -164,3 +146,29 @@ class FastPath:
 def _has_envelope(params: Any) -> bool:
     meta = params.get("_meta") if isinstance(params, dict) else None
     return isinstance(meta, dict) and PROTOCOL_VERSION_META_KEY in meta
+
+
+def shape_result(
+    result: types.CallToolResult | dict[str, Any], version: str, server_info: dict[str, Any]
+) -> dict[str, Any]:
+    """A tools/call result in the wire form of the client's protocol era (what the SDK would send)."""
+    if isinstance(result, types.CallToolResult):
+        wire = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+    else:
+        wire = dict(result)
+    if version in MODERN_PROTOCOL_VERSIONS:
+        wire.setdefault("resultType", "complete")
+        meta = wire.get("_meta")
+        wire["_meta"] = {**(meta if isinstance(meta, dict) else {}), SERVER_INFO_META_KEY: server_info}
+    else:
+        wire.pop("resultType", None)
+    return wire
+
+
+def modern_version(params: dict[str, Any]) -> str | None:
+    """The 2026-07-28 version a request's envelope asks for, if the envelope is complete."""
+    meta = params.get("_meta")
+    if not isinstance(meta, dict) or CLIENT_INFO_META_KEY not in meta or CLIENT_CAPABILITIES_META_KEY not in meta:
+        return None
+    version = meta.get(PROTOCOL_VERSION_META_KEY)
+    return version if version in MODERN_PROTOCOL_VERSIONS else None

@@ -22,6 +22,7 @@ from mcp.server.lowlevel import Server
 from mcp.server.sse import SseServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -30,8 +31,12 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcp_hangar.observability.metrics import Metrics
+from mcp_hangar.runtime.registry import Registry
 from mcp_hangar.security.auth import Authenticator
 from mcp_hangar.security.policy import Denied, Guard, Principal
+from mcp_hangar.server import tools
+from mcp_hangar.server.fastpath import modern_version, shape_result
+from mcp_hangar.store.writer import EventWriter
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 KNOWN_ROUTES = ("/mcp", "/sse", "/messages/", "/health/live", "/health/ready", "/health/startup", "/metrics")
@@ -67,6 +72,8 @@ def build_app(
     readiness: Readiness,
     guard: Guard,
     authenticator: Authenticator | None,
+    registry: Registry | None = None,
+    events: EventWriter | None = None,
 ) -> Starlette:
     security = security_for(host)
     sessions = StreamableHTTPSessionManager(app=server, stateless=stateless, security_settings=security)
@@ -114,7 +121,10 @@ def build_app(
         ],
         lifespan=lifespan,
     )
-    app.add_middleware(Gate, authenticator=authenticator, guard=guard, metrics=metrics)
+    fast = None
+    if registry is not None:
+        fast = HttpFastPath(registry, events, guard, server.server_info_stamp, stateless)
+    app.add_middleware(Gate, authenticator=authenticator, guard=guard, metrics=metrics, fast=fast)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app
 
@@ -128,11 +138,19 @@ class Gate:
     the body (role, provider allowlist, rate limits) before the SDK sees it, so a refusal is a
     real HTTP status (401, 403, 429 with Retry-After) and not a result buried in a stream."""
 
-    def __init__(self, app: ASGIApp, authenticator: Authenticator | None, guard: Guard, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        authenticator: Authenticator | None,
+        guard: Guard,
+        metrics: Metrics,
+        fast: HttpFastPath | None = None,
+    ) -> None:
         self.app = app
         self.auth = authenticator
         self.guard = guard
         self.metrics = metrics
+        self.fast = fast
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -171,7 +189,142 @@ class Gate:
                     return
             state["decided"] = True
             receive = _replay(body, receive)
+            if self.fast is not None and path == "/mcp":
+                self.fast.cancel_requested(scope, body)
+                send = self.fast.watch_sessions(body, send)
+                if await self.fast.serve(scope, body, receive, send, principal):
+                    return
+        elif self.fast is not None and scope["method"] == "DELETE":
+            self.fast.forget(scope)
         await self.app(scope, receive, send)
+
+
+class HttpFastPath:
+    """Tool calls on an established streamable HTTP session, answered with one JSON response
+    straight from the parsed request (the counterpart of the stdio fast path; see fastpath.py).
+
+    Taken only when it is unambiguous: a single ``tools/call`` in the body, a client that accepts
+    JSON, no progress requested, and a session we saw initialized (or stateless mode, or a complete
+    2026-07-28 envelope). Everything else goes to the SDK's transport.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        events: EventWriter | None,
+        guard: Guard,
+        server_info: dict[str, Any],
+        stateless: bool,
+    ) -> None:
+        self.registry = registry
+        self.events = events
+        self.guard = guard
+        self.server_info = server_info
+        self.stateless = stateless
+        self.sessions: set[str] = set()
+        self._in_flight: dict[tuple[str | None, Any], anyio.CancelScope] = {}
+
+    def cancel_requested(self, scope: Scope, body: bytes) -> None:
+        """A ``notifications/cancelled`` for a call this fast path serves cancels it (and so the
+        provider's request); the SDK, which never saw the call, would ignore it."""
+        if b"notifications/cancelled" not in body:
+            return
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            return
+        session = _header(scope, b"mcp-session-id")
+        for message in parsed if isinstance(parsed, list) else [parsed]:
+            if isinstance(message, dict) and message.get("method") == "notifications/cancelled":
+                scope_ = self._in_flight.get((session, _mapping(message.get("params")).get("requestId")))
+                if scope_ is not None:
+                    scope_.cancel()
+
+    def watch_sessions(self, body: bytes, send: Send) -> Send:
+        """Learn the session id the SDK hands out in answer to an initialize."""
+        if b'"initialize"' not in body:
+            return send
+
+        async def watching(message: Any) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 200:
+                for name, value in message.get("headers", []):
+                    if name.lower() == b"mcp-session-id":
+                        self.sessions.add(value.decode("latin-1"))
+            await send(message)
+
+        return watching
+
+    def forget(self, scope: Scope) -> None:
+        session = _header(scope, b"mcp-session-id")
+        if session is not None:
+            self.sessions.discard(session)
+
+    def _version(self, scope: Scope, params: dict[str, Any]) -> str | None:
+        requested = _header(scope, b"mcp-protocol-version")
+        if requested in MODERN_PROTOCOL_VERSIONS:
+            return modern_version(params)
+        if requested not in HANDSHAKE_PROTOCOL_VERSIONS:
+            return None
+        if self.stateless or _header(scope, b"mcp-session-id") in self.sessions:
+            return requested
+        return None
+
+    async def serve(self, scope: Scope, body: bytes, receive: Receive, send: Send, principal: Principal | None) -> bool:
+        if "application/json" not in (_header(scope, b"accept") or ""):
+            return False
+        try:
+            message = json.loads(body)
+        except ValueError:
+            return False
+        if not isinstance(message, dict) or message.get("method") != "tools/call" or "id" not in message:
+            return False
+        params = _mapping(message.get("params"))
+        name, arguments = params.get("name"), params.get("arguments")
+        meta = _mapping(params.get("_meta"))
+        version = self._version(scope, params)
+        if (
+            version is None
+            or not isinstance(name, str)
+            or not isinstance(arguments, dict | None)
+            or "progressToken" in meta
+        ):
+            return False
+        context = tools.ToolContext(
+            self.registry, self.events, version, principal=principal, validator=self.guard.validator
+        )
+        outcome: dict[str, Any] = {}
+        key = (_header(scope, b"mcp-session-id"), message["id"])
+        async with anyio.create_task_group() as tg:
+            self._in_flight[key] = tg.cancel_scope
+
+            async def hang_up_cancels() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                tg.cancel_scope.cancel()  # the client is gone: cancel the call upstream too
+
+            tg.start_soon(hang_up_cancels)
+            try:
+                result = await tools.call(context, name, arguments or {})
+                outcome["result"] = shape_result(result, version, self.server_info)
+            except Exception as exc:
+                outcome["error"] = {"code": -32603, "message": f"mcp-hangar internal error in {name}: {exc}"}
+            finally:
+                self._in_flight.pop(key, None)
+            tg.cancel_scope.cancel()
+        if not outcome:
+            return True  # hung up: nothing to answer
+        payload = json.dumps({"jsonrpc": "2.0", "id": message["id"], **outcome}, separators=(",", ":")).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+        return True
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def _mapping(value: Any) -> dict[str, Any]:
