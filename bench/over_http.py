@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -161,6 +162,51 @@ def ensure_mcp_proxy() -> Path:
     return exe
 
 
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = [[%s]]
+%s
+"""
+
+
+async def wrk(
+    url: str, headers: dict[str, str], body: dict[str, Any], connections: int, seconds: int
+) -> tuple[float, float, float]:
+    """Requests/s, p50 and p99 (ms) from wrk, a load generator in C, over one MCP session."""
+    session = RawSession(url, headers)
+    await session.open()
+    all_headers = {**session.http.headers, "content-type": "application/json"}
+    lines = "\n".join(
+        f'wrk.headers["{k}"] = "{v}"' for k, v in all_headers.items() if k.lower() not in ("host", "content-length")
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT % (json.dumps(body), lines))
+    done = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, url],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    await session.close()
+    os.unlink(script.name)
+    out = done.stdout
+    if "Non-2xx" in out:
+        raise RuntimeError(f"wrk saw errors:\n{out}")
+    rate = float(out.split("Requests/sec:")[1].split()[0])
+
+    def latency(label: str) -> float:
+        value = out.split(f" {label}%")[1].split()[0]
+        return (
+            float(value[:-2])
+            if value.endswith("ms")
+            else float(value[:-2]) / 1000
+            if value.endswith("us")
+            else float(value[:-1]) * 1000
+        )
+
+    return rate, latency("50"), latency("99")
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -242,15 +288,27 @@ async def main(calls: int) -> None:
             )
         )
 
+        wrk_rows = []
         for name, cmd, port, env, headers, call in targets:
+            url = f"http://127.0.0.1:{port}/mcp"
             async with process(cmd, port, env):
                 for clients in (1, 8, 32):
-                    latencies, rate = await load(f"http://127.0.0.1:{port}/mcp", headers, call, clients, calls)
+                    latencies, rate = await load(url, headers, call, clients, calls)
                     rows.append((name, clients, statistics.median(latencies), pct(latencies, 99), rate))
-                    print(
-                        f"{name:34} {clients:3} clients  p50 {rows[-1][2]:7.2f} ms  p99 {rows[-1][3]:7.2f} ms  {rate:7.0f} calls/s",
-                        flush=True,
-                    )
+                    print(f"{name:34} {clients:3} clients  {rows[-1][2]:7.2f} ms  {rate:7.0f} calls/s", flush=True)
+                if shutil.which("wrk"):
+                    body = {
+                        "jsonrpc": "2.0",
+                        "id": 7,
+                        "method": "tools/call",
+                        "params": {"name": "echo", "arguments": echo},
+                    }
+                    if call is via_hangar:
+                        arguments = {"provider": "everything", "tool": "echo", "arguments": echo}
+                        body["params"] = {"name": "registry_invoke", "arguments": arguments}
+                    rate, p50, p99 = await wrk(url, headers, body, 32, 5)
+                    wrk_rows.append((name, p50, p99, rate))
+                    print(f"{name:34} wrk, 32 connections  {p50:7.2f} ms  {rate:7.0f} calls/s", flush=True)
 
     print()
     print(f"streamable HTTP, echo, {calls} calls per row; CPython {sys.version.split()[0]}, {os.cpu_count()} cores")
@@ -259,6 +317,14 @@ async def main(calls: int) -> None:
     print("|---|---|---|---|---|")
     for name, clients, p50, p99, rate in rows:
         print(f"| {name} | {clients} | {p50:.2f} ms | {p99:.2f} ms | {rate:.0f} |")
+    if wrk_rows:
+        print()
+        print("wrk (C load generator), 32 connections on one MCP session, 5 s:")
+        print()
+        print("| target | p50 | p99 | calls/s |")
+        print("|---|---|---|---|")
+        for name, p50, p99, rate in wrk_rows:
+            print(f"| {name} | {p50:.2f} ms | {p99:.2f} ms | {rate:.0f} |")
 
 
 if __name__ == "__main__":
