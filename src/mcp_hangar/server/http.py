@@ -130,6 +130,7 @@ def build_app(
 
 
 MCP_PATHS = ("/mcp", "/sse", "/messages/")
+MAX_TRACKED_SESSIONS = 100_000
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
@@ -221,7 +222,9 @@ class HttpFastPath:
         self.guard = guard
         self.server_info = server_info
         self.stateless = stateless
-        self.sessions: set[str] = set()
+        # Sessions seen initialized, oldest first; bounded, since clients often never say goodbye
+        # (the SDK expires idle ones on its side; a forgotten id just falls back to the SDK path).
+        self.sessions: dict[str, None] = {}
         self._in_flight: dict[tuple[str | None, Any], anyio.CancelScope] = {}
 
     def cancel_requested(self, scope: Scope, body: bytes) -> None:
@@ -249,7 +252,9 @@ class HttpFastPath:
             if message["type"] == "http.response.start" and message["status"] == 200:
                 for name, value in message.get("headers", []):
                     if name.lower() == b"mcp-session-id":
-                        self.sessions.add(value.decode("latin-1"))
+                        self.sessions[value.decode("latin-1")] = None
+                        if len(self.sessions) > MAX_TRACKED_SESSIONS:
+                            del self.sessions[next(iter(self.sessions))]
             await send(message)
 
         return watching
@@ -257,7 +262,7 @@ class HttpFastPath:
     def forget(self, scope: Scope) -> None:
         session = _header(scope, b"mcp-session-id")
         if session is not None:
-            self.sessions.discard(session)
+            self.sessions.pop(session, None)
 
     def _version(self, scope: Scope, params: dict[str, Any]) -> str | None:
         requested = _header(scope, b"mcp-protocol-version")
