@@ -204,42 +204,37 @@ async def test_sigterm_stops_http_hangar_and_its_providers(config: Path) -> None
     assert not any(pid_alive(p) for p in pids)
 
 
-async def test_progress_and_cancellation_over_http(config: Path, tmp_path: Path) -> None:
-    faulty_with_marker = write_config(
+@pytest.mark.parametrize(("mode", "seconds"), [("legacy", 31), ("auto", 32)])
+async def test_progress_and_cancellation_over_http(tmp_path: Path, mode: str, seconds: int) -> None:
+    config = write_config(
         tmp_path / "m.yaml",
         {
             "everything": {"mode": "subprocess", "command": everything_command()},
             "faulty": {"mode": "subprocess", "command": faulty_command(), "env": {"MARKER_DIR": str(tmp_path)}},
         },
     )
-    async with http_hangar(faulty_with_marker) as (base, _):
-        for mode in ("legacy", "auto"):
-            async with Client(f"{base}/mcp", mode=mode) as client:
-                seen: list[float] = []
+    async with http_hangar(config) as (base, _), Client(f"{base}/mcp", mode=mode) as client:
+        seen: list[float] = []
 
-                async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-                    seen.append(progress)
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            seen.append(progress)
 
-                result = await client.call_tool(
-                    "registry_invoke",
-                    {
-                        "provider": "everything",
-                        "tool": "trigger-long-running-operation",
-                        "arguments": {"duration": 0.3, "steps": 3},
-                    },
-                    progress_callback=on_progress,
-                )
-                assert not result.is_error and seen == [1, 2, 3], (mode, seen)
+        result = await client.call_tool(
+            "registry_invoke",
+            {
+                "provider": "everything",
+                "tool": "trigger-long-running-operation",
+                "arguments": {"duration": 0.3, "steps": 3},
+            },
+            progress_callback=on_progress,
+        )
+        assert not result.is_error and seen == [1, 2, 3]
 
-                seconds = 31 if mode == "legacy" else 32
-                with anyio.move_on_after(1.5):
-                    await client.call_tool(
-                        "registry_invoke", {"provider": "faulty", "tool": "sleep", "arguments": {"seconds": seconds}}
-                    )
-
-                async def provider_saw_cancel() -> bool:
-                    return any(tmp_path.glob(f"cancelled-{seconds}*"))
-
-                with anyio.fail_after(10):
-                    while not await provider_saw_cancel():
-                        await anyio.sleep(0.05)
+        # the client gives up on a call: the provider's request is cancelled too
+        with anyio.move_on_after(1.5):
+            await client.call_tool(
+                "registry_invoke", {"provider": "faulty", "tool": "sleep", "arguments": {"seconds": seconds}}
+            )
+        with anyio.fail_after(10):
+            while not any(tmp_path.glob(f"cancelled-{seconds}*")):
+                await anyio.sleep(0.05)

@@ -122,22 +122,6 @@ class HealthCheckFailed(DomainEvent):
     consecutive_failures: int
 
 
-ALL_EVENTS: tuple[type[DomainEvent], ...] = (
-    StateChanged,
-    ProviderStarted,
-    ProviderStartFailed,
-    ProviderStopped,
-    ProviderCrashed,
-    IdleStopped,
-    ToolsListed,
-    ToolInvoked,
-    ToolCompleted,
-    ToolFailed,
-    HealthCheckPassed,
-    HealthCheckFailed,
-)
-
-
 SECURITY_STREAM = "hangar.security"  # not a valid provider id, so it can never collide with one
 
 

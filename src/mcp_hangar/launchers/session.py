@@ -71,7 +71,6 @@ class RpcSession:
         self._envelope: dict[str, Any] | None = None  # the 2026-07-28 per-request _meta
         self._closed: ConnectionLost | None = None
         self._closing_reason: str | None = None
-        self._done = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
         self.garbage_lines = 0
         self.last_garbage: str | None = None
@@ -80,13 +79,6 @@ class RpcSession:
     @property
     def closed(self) -> bool:
         return self._closed is not None
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._pending)
-
-    async def wait_closed(self) -> None:
-        await self._done.wait()
 
     # --- reading --------------------------------------------------------------------------
 
@@ -107,7 +99,6 @@ class RpcSession:
             with anyio.CancelScope(shield=True):
                 await self._channel.wait_exited(EXIT_GRACE_S)
             self._fail_all(self._lost())
-            self._done.set()
 
     def closing_because(self, reason: str) -> None:
         """We are about to close the provider on purpose: say so to calls still in flight."""

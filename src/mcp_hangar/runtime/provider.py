@@ -419,12 +419,6 @@ class Provider:
         self.health.record_success()
         self._transition(ProviderState.READY, "healthy again")
 
-    async def refresh_tools(self) -> list[dict[str, Any]]:
-        session = await self.ensure_started()
-        with anyio.fail_after(self.spec.call_timeout_s):
-            self._set_tools(await session.list_tools())
-        return self.tools
-
     # --- health and stop ------------------------------------------------------------------
 
     async def check_health(self) -> bool:

@@ -56,9 +56,6 @@ class Registry:
     def __len__(self) -> int:
         return len(self._providers)
 
-    def ids(self) -> list[str]:
-        return list(self._providers)
-
     def get(self, provider_id: str) -> Provider:
         try:
             return self._providers[provider_id]

@@ -37,6 +37,7 @@ def test_crash_tracker_backs_off_and_resets_after_a_stable_run() -> None:
 def test_health_tracker_trips_at_the_threshold_and_resets_on_success() -> None:
     h = HealthTracker(max_consecutive_failures=3)
     assert [h.record_failure("x"), h.record_failure("y"), h.record_failure("z")] == [False, False, True]
-    assert h.unhealthy and h.last_error == "z"
+    assert h.consecutive_failures == 3 and h.last_error == "z"
     h.record_success()
-    assert not h.unhealthy and h.total_failures == 3
+    assert h.consecutive_failures == 0
+    assert h.record_failure("again") is False  # the count starts over
