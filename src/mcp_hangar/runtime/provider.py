@@ -13,7 +13,7 @@ import anyio
 import anyio.abc
 import structlog
 
-from mcp_hangar.config import ProviderConfig, SubprocessProvider
+from mcp_hangar.config import ProviderConfig, RemoteProvider, SubprocessProvider
 from mcp_hangar.domain import events as ev
 from mcp_hangar.domain.backoff import Backoff, CrashTracker
 from mcp_hangar.domain.errors import (
@@ -27,6 +27,7 @@ from mcp_hangar.domain.errors import (
 )
 from mcp_hangar.domain.health import HealthTracker
 from mcp_hangar.domain.states import RUNNING, ProviderState, check_transition
+from mcp_hangar.launchers import remote as remote_launcher
 from mcp_hangar.launchers import subprocess as subprocess_launcher
 from mcp_hangar.launchers.channel import Channel, LaunchError
 from mcp_hangar.launchers.session import Handshake, ProgressFn, RpcSession
@@ -189,10 +190,10 @@ class Provider:
             self._starting = None
 
     async def _launch(self) -> RpcSession:
-        if not isinstance(self.spec, SubprocessProvider):
+        if not isinstance(self.spec, SubprocessProvider | RemoteProvider):
             raise NotSupported(
                 f"provider {self.id!r}: mode {self.spec.mode!r} is not supported yet by this version of "
-                "mcp-hangar; only mode 'subprocess' can be started"
+                "mcp-hangar; modes 'subprocess' and 'remote' can be started"
             )
         wait = self.crashes.wait_before_start(time.monotonic())
         if 0 < wait <= WAIT_OUT_BACKOFF_S:
@@ -209,9 +210,7 @@ class Provider:
         session: RpcSession | None = None
         try:
             with anyio.fail_after(self.spec.startup_timeout_s):
-                channel = await subprocess_launcher.spawn(
-                    self.id, self.spec, base_dir=self._base_dir, on_stderr=self._log_stderr
-                )
+                channel = await self._open_channel()
                 session = RpcSession(channel, self.id, self._on_notification)
                 self._tg.start_soon(self._watch, session, channel)
                 handshake = await session.open()
@@ -250,6 +249,12 @@ class Provider:
         self._set_tools(tools)
         self._transition(ProviderState.READY, "started")
         return session
+
+    async def _open_channel(self) -> Channel:
+        if isinstance(self.spec, RemoteProvider):
+            return await remote_launcher.connect(self.id, self.spec)
+        assert isinstance(self.spec, SubprocessProvider)
+        return await subprocess_launcher.spawn(self.id, self.spec, base_dir=self._base_dir, on_stderr=self._log_stderr)
 
     def _start_error(self, exc: BaseException, session: RpcSession | None, channel: Channel | None) -> str:
         if isinstance(exc, LaunchError):
