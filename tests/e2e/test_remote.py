@@ -136,6 +136,13 @@ async def test_headers_carry_a_token_and_a_refusal_says_so(tmp_path: Path) -> No
                     "endpoint": f"{base}/mcp",
                     "headers": {"Authorization": "Bearer mhk_0_wrong"},
                 },
+                "old": {
+                    "mode": "remote",
+                    "transport": "sse",
+                    "endpoint": f"{base}/sse",
+                    "headers": {"Authorization": "Bearer ${UPSTREAM_KEY}"},
+                },
+                "old-bad": {"mode": "remote", "transport": "sse", "endpoint": f"{base}/sse", "startup_timeout_s": 5},
             },
         )
         async with hangar(config, env={"UPSTREAM_KEY": key}) as client:
@@ -153,3 +160,14 @@ async def test_headers_carry_a_token_and_a_refusal_says_so(tmp_path: Path) -> No
             assert refused.is_error
             text = refused.content[0].text  # type: ignore[union-attr]
             assert "remote provider 'bad' refused our credentials (HTTP 401)" in text, text
+
+            # the legacy SSE transport, with and without the token
+            arguments = {"provider": "everything", "tool": "echo", "arguments": {"message": "over sse"}}
+            old = await client.call_tool(
+                "registry_invoke", {"provider": "old", "tool": "registry_invoke", "arguments": arguments}
+            )
+            assert not old.is_error, old.content[0].text  # type: ignore[union-attr]
+            assert "Echo: over sse" in old.content[0].text  # type: ignore[union-attr]
+            refused = await client.call_tool("registry_invoke", {"provider": "old-bad", "tool": "x"})
+            assert refused.is_error
+            assert "remote provider 'old-bad' refused our credentials (HTTP 401)" in refused.content[0].text  # type: ignore[union-attr]

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urljoin
 
 import anyio
 import httpx2
@@ -40,6 +42,7 @@ class HttpChannel:
         self._log = StderrRing(secrets=spec.headers.values())  # what went wrong, for error messages
         self._closed = False
         self._session_id: str | None = None
+        self._connect_timeout = spec.startup_timeout_s
 
     @property
     def pid(self) -> int | None:
@@ -94,15 +97,17 @@ class HttpChannel:
             return
         self._http.headers["mcp-protocol-version"] = str(version)
 
-    def _http_error(self, request_id: Any, response: httpx2.Response) -> bytes:
-        status = response.status_code
+    def _refusal(self, status: int, body: str) -> str:
         if status in (401, 403):
-            text = (
+            return (
                 f"remote provider {self._id!r} refused our credentials (HTTP {status}); "
                 "check the provider's 'headers' (e.g. Authorization: Bearer ${TOKEN})"
             )
-        else:
-            text = f"remote provider {self._id!r} answered HTTP {status}: {response.text[:300]}"
+        return f"remote provider {self._id!r} answered HTTP {status}: {body}"
+
+    def _http_error(self, request_id: Any, response: httpx2.Response) -> bytes:
+        status = response.status_code
+        text = self._refusal(status, response.text[:300])
         self._log.add(text.encode())
         error = {"code": -32000 - status, "message": text}
         return json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode()
@@ -135,11 +140,74 @@ class HttpChannel:
         await self._http.aclose()
 
 
+class SseChannel(HttpChannel):
+    """The legacy SSE transport: one GET stream carries every message from the server; the first
+    event names the URL that our messages are POSTed to."""
+
+    def __init__(self, provider_id: str, spec: RemoteProvider) -> None:
+        super().__init__(provider_id, spec)
+        self._post_url: str | None = None
+        self._ready = anyio.Event()
+        self._events: AsyncIterator[tuple[str, str]] | None = None
+
+    async def receive(self) -> bytes | None:
+        if self._closed:
+            return None
+        try:
+            if self._events is None:
+                self._events = self._listen()
+            async for event, data in self._events:
+                if event == "endpoint":
+                    self._post_url = urljoin(self._url, data)
+                    self._ready.set()
+                elif data:
+                    return data.encode()
+        except httpx2.HTTPError as exc:
+            self._log.add(f"cannot reach {self._url}: {exc}".encode())
+        self._closed = True
+        self._ready.set()  # a sender waiting for the endpoint learns now that none will come
+        return None
+
+    async def _listen(self) -> AsyncIterator[tuple[str, str]]:
+        async with self._http.stream("GET", self._url, headers={"accept": "text/event-stream"}) as response:
+            if response.status_code >= 400:
+                self._log.add(self._refusal(response.status_code, (await response.aread()).decode()[:300]).encode())
+                return
+            event, data = "message", list[str]()
+            async for line in response.aiter_lines():
+                if not line:
+                    yield event, "\n".join(data)
+                    event, data = "message", []
+                elif line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].strip())
+
+    async def send(self, data: bytes) -> None:
+        if self._closed:
+            raise ConnectionResetError(f"the connection to {self._url} is closed")
+        with anyio.fail_after(self._connect_timeout):
+            await self._ready.wait()
+        if self._post_url is None:
+            why = self._log.tail(1) or "no reason given"
+            raise ConnectionResetError(f"the event stream from {self._url} ended before naming an endpoint: {why}")
+        message = json.loads(data)
+        try:
+            response = await self._http.post(self._post_url, content=data, headers={"content-type": "application/json"})
+        except httpx2.HTTPError as exc:
+            self._log.add(f"cannot reach {self._post_url}: {exc}".encode())
+            raise ConnectionResetError(f"cannot reach {self._post_url}: {exc}") from None
+        if response.status_code >= 400 and "id" in message and "method" in message:
+            await self._incoming.send(self._http_error(message["id"], response))
+
+    async def close(self) -> None:
+        self._closed = True
+        await self._http.aclose()
+
+
 async def connect(provider_id: str, spec: RemoteProvider) -> HttpChannel:
     if not spec.endpoint.startswith(("http://", "https://")):
         raise LaunchError(f"provider {provider_id!r}: endpoint {spec.endpoint!r} is not an http(s) URL")
-    if spec.transport != "streamable_http":
-        raise LaunchError(
-            f"provider {provider_id!r}: transport {spec.transport!r} is not supported yet; use streamable_http"
-        )
+    if spec.transport == "sse":
+        return SseChannel(provider_id, spec)
     return HttpChannel(provider_id, spec)
