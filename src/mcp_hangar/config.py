@@ -66,8 +66,16 @@ class RateLimit(_Strict):
     burst: int = Field(ge=1)  # requests at once after a quiet spell
 
 
+class BreakerConfig(_Strict):
+    failure_threshold: int = Field(default=5, ge=1)  # transport failures within window_s open it
+    window_s: float = Field(default=60, gt=0)
+    reset_timeout_s: float = Field(default=30, gt=0)  # open this long, then probe
+    half_open_max_calls: int = Field(default=1, ge=1)
+
+
 class _ProviderBase(_Strict):
     description: str = ""
+    circuit_breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     rate_limit: RateLimit | None = None  # calls to this provider, from all callers together
     idle_ttl_s: float = Field(default=300, gt=0)

@@ -656,3 +656,37 @@ async def test_a_provider_rate_limit_refuses_with_a_clear_error(tmp_path: Path) 
         audit = await call(client, "registry_audit", type="security_decision")
         assert [e["data"]["decision"] for e in audit["events"]] == ["rate_limited"]
         assert audit["events"][0]["stream"] == "hangar.security"
+
+
+async def test_circuit_breaker_opens_fails_fast_and_closes_after_a_probe(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "c.yaml",
+        {
+            "faulty": {
+                "mode": "subprocess",
+                "command": faulty_command(),
+                "circuit_breaker": {"failure_threshold": 2, "reset_timeout_s": 1},
+                "max_consecutive_failures": 10,
+            }
+        },
+    )
+    async with hangar(config) as client:
+        for _ in range(2):
+            text = await fail(
+                client, "registry_invoke", provider="faulty", tool="sleep", arguments={"seconds": 5}, timeout=0.1
+            )
+            assert "did not answer" in text
+        sent_before = (await health(client, "faulty"))["invocations"]
+        text = await fail(client, "registry_invoke", provider="faulty", tool="sleep", arguments={"seconds": 0})
+        assert "circuit breaker open" in text and "the call was not sent" in text and "next attempt allowed in" in text
+        stats = await health(client, "faulty")
+        assert stats["circuit_breaker"] == "open" and stats["invocations"] == sent_before  # failed fast
+
+        await anyio.sleep(1.1)
+        ok = await client.call_tool(
+            "registry_invoke", {"provider": "faulty", "tool": "sleep", "arguments": {"seconds": 0}}
+        )
+        assert not ok.is_error  # the probe went through
+        assert (await health(client, "faulty"))["circuit_breaker"] == "closed"
+        audit = await call(client, "registry_audit", type="circuit_breaker_changed")
+        assert [e["data"]["state"] for e in audit["events"]] == ["open", "half_open", "closed"]

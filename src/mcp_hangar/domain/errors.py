@@ -34,6 +34,10 @@ class BackingOff(ProviderError):
     """The provider crashed repeatedly and may not start again yet."""
 
 
+class CircuitOpen(ProviderError):
+    """The provider's circuit breaker is open: the call was not sent."""
+
+
 class ConnectionLost(ProviderError):
     """The provider went away (exited, closed its pipes) while requests were in flight."""
 

@@ -63,6 +63,13 @@ class ProviderCrashed(DomainEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CircuitChanged(DomainEvent):
+    kind: ClassVar[str] = "circuit_breaker_changed"
+    state: str  # closed | open | half_open
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class IdleStopped(DomainEvent):
     kind: ClassVar[str] = "provider_idle_stopped"
     idle_s: float

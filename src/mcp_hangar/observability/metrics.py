@@ -51,6 +51,9 @@ class Metrics:
             registry=r,
         )
         self.crashes = Counter("mcp_hangar_provider_crashes", "Providers that died.", ["provider"], registry=r)
+        self.breaker = Counter(
+            "mcp_hangar_circuit_breaker_transitions", "Circuit breaker transitions.", ["provider", "state"], registry=r
+        )
         self.health_checks = Counter(
             "mcp_hangar_health_checks", "Health checks by result.", ["provider", "result"], registry=r
         )
@@ -88,6 +91,8 @@ class Metrics:
             self.start_failures.labels(pid).inc()
         elif isinstance(event, ev.ProviderCrashed):
             self.crashes.labels(pid).inc()
+        elif isinstance(event, ev.CircuitChanged):
+            self.breaker.labels(pid, event.state).inc()
         elif isinstance(event, ev.HealthCheckPassed | ev.HealthCheckFailed):
             result = "passed" if isinstance(event, ev.HealthCheckPassed) else "failed"
             self.health_checks.labels(pid, result).inc()

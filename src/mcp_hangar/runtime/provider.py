@@ -16,9 +16,11 @@ import structlog
 from mcp_hangar.config import ProviderConfig, RemoteProvider, SubprocessProvider
 from mcp_hangar.domain import events as ev
 from mcp_hangar.domain.backoff import Backoff, CrashTracker
+from mcp_hangar.domain.breaker import CircuitBreaker
 from mcp_hangar.domain.errors import (
     BackingOff,
     CallTimeout,
+    CircuitOpen,
     ConnectionLost,
     NotSupported,
     ProviderError,
@@ -92,6 +94,8 @@ class Provider:
         self._cached_tools: list[dict[str, Any]] | None = None
         self._backpressure = backpressure
         self.health = HealthTracker(spec.max_consecutive_failures)
+        cb = spec.circuit_breaker
+        self.breaker = CircuitBreaker(cb.failure_threshold, cb.window_s, cb.reset_timeout_s, cb.half_open_max_calls)
         self.crashes = CrashTracker(backoff or Backoff())
         self.started_at: float | None = None  # monotonic
         self.last_used: float = time.monotonic()
@@ -332,7 +336,20 @@ class Provider:
         principal: str | None = None,
     ) -> dict[str, Any]:
         """Call one tool; returns the provider's result as it sent it."""
-        session = await self.ensure_started()
+        was = self.breaker.state
+        wait = self.breaker.allow(time.monotonic())
+        if was != self.breaker.state:
+            self._emit(ev.CircuitChanged(provider_id=self.id, at=time.time(), state=self.breaker.state.value))
+        if wait > 0:
+            raise CircuitOpen(
+                f"provider {self.id!r}: circuit breaker open after repeated failures (last: {self.last_error}); "
+                f"the call was not sent; next attempt allowed in {wait:.1f}s"
+            )
+        try:
+            session = await self.ensure_started()
+        except StartFailed:
+            self._breaker_failure("the provider could not be started")
+            raise
         if self._backpressure is not None and self._backpressure.backlogged:
             await self._backpressure.room()
         params = {"name": tool, "arguments": arguments or {}}
@@ -366,6 +383,7 @@ class Provider:
             except RemoteError as exc:
                 # The provider is alive and answered; its protocol error is no health problem.
                 self._failed(tool, t0, correlation_id, str(exc), health=False, principal=principal)
+                self._breaker_success()
                 raise
             except BaseException as exc:
                 # Every invoked call ends in an event, so the log and the in-flight gauge stay
@@ -381,6 +399,7 @@ class Provider:
             self._recovered()
         else:
             self.health.record_success()
+        self._breaker_success()
         self._emit(
             ev.ToolCompleted(
                 provider_id=self.id,
@@ -417,8 +436,21 @@ class Provider:
                 principal=principal,
             )
         )
+        if health:
+            self._breaker_failure(error)
         if health and self.health.record_failure(error) and self.state == ProviderState.READY:
             self._transition(ProviderState.DEGRADED, f"{self.health.consecutive_failures} failures in a row")
+
+    def _breaker_success(self) -> None:
+        if self.breaker.record_success() is not None:
+            self._emit(
+                ev.CircuitChanged(provider_id=self.id, at=time.time(), state="closed", reason="a call succeeded")
+            )
+
+    def _breaker_failure(self, error: str) -> None:
+        if self.breaker.record_failure(time.monotonic()) is not None:
+            log.warning("provider.circuit_open", provider=self.id, reason=error)
+            self._emit(ev.CircuitChanged(provider_id=self.id, at=time.time(), state="open", reason=error))
 
     def _recovered(self) -> None:
         self.health.record_success()

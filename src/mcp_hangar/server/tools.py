@@ -434,6 +434,7 @@ def _health(provider: Provider) -> dict[str, Any]:
         "consecutive_failures": provider.health.consecutive_failures,
         "max_consecutive_failures": provider.spec.max_consecutive_failures,
         "consecutive_crashes": provider.crashes.consecutive,
+        "circuit_breaker": provider.breaker.state.value,
         "last_error": provider.last_error,
         "in_flight": provider.in_flight,
         "last_used_at": provider.last_used_at,
