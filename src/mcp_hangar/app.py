@@ -9,19 +9,16 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 import structlog
 
-from mcp_hangar.config import ContainerProvider, LoadedConfig, SubprocessProvider
+from mcp_hangar.config import LOOPBACK, ContainerProvider, LoadedConfig, SubprocessProvider
 from mcp_hangar.domain import events as ev
-from mcp_hangar.observability.metrics import Metrics
 from mcp_hangar.runtime.registry import Registry
-from mcp_hangar.security.auth import Authenticator
 from mcp_hangar.security.policy import Guard
-from mcp_hangar.server import http
 from mcp_hangar.server.fastpath import FastPath
 from mcp_hangar.server.mcp import build_server
 from mcp_hangar.server.stdio import stdio_transport
@@ -29,6 +26,10 @@ from mcp_hangar.store import make_store
 from mcp_hangar.store.base import StreamHistory
 from mcp_hangar.store.encode import Encoder, secrets_from
 from mcp_hangar.store.writer import EventWriter
+
+if TYPE_CHECKING:  # imported when serving HTTP: a stdio start need not pay for them
+    from mcp_hangar.observability.metrics import Metrics
+    from mcp_hangar.security.auth import Authenticator
 
 log = structlog.get_logger("mcp_hangar")
 
@@ -129,6 +130,9 @@ class Hangar:
 
     async def serve_http(self, host: str, port: int, *, stateless: bool) -> None:
         """Serve many MCP clients over HTTP until signalled."""
+        from mcp_hangar.observability.metrics import Metrics
+        from mcp_hangar.server import http
+
         sock = http.bind(host, port)  # a taken port fails here, before anything starts
         self.metrics = Metrics(list(self.config.providers), self._known_tool)
         readiness = http.Readiness(store_ok=lambda: self.writer is None or self.writer.running)
@@ -170,10 +174,12 @@ class Hangar:
 
     async def _authenticator(self, host: str, tg: anyio.abc.TaskGroup) -> Authenticator | None:
         """Authentication is on when configured so, and by default off loopback."""
+        from mcp_hangar.security.auth import Authenticator
+
         settings = self.config.auth
-        enabled = settings.enabled if settings.enabled is not None else host not in http.LOOPBACK
+        enabled = settings.enabled if settings.enabled is not None else host not in LOOPBACK
         if not enabled:
-            if host not in http.LOOPBACK:
+            if host not in LOOPBACK:
                 log.warning("hangar.unauthenticated", host=host, hint="anyone who can reach this address can use it")
             return None
         store = self.writer.store if self.writer is not None else None

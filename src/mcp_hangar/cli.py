@@ -20,6 +20,7 @@ from rich.table import Table
 
 from mcp_hangar import __version__
 from mcp_hangar.config import (
+    LOOPBACK,
     Config,
     ConfigError,
     ContainerProvider,
@@ -32,7 +33,6 @@ from mcp_hangar.config import (
 from mcp_hangar.domain.events import DomainEvent
 from mcp_hangar.domain.roles import Role
 from mcp_hangar.observability import logs
-from mcp_hangar.server.http import LOOPBACK
 from mcp_hangar.store.base import ApiKeyRecord, EventStore, StoreError
 from mcp_hangar.store.writer import EventWriter
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 PROVIDER_ID = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]|_(?!_))*$")
 PROVIDER_ID_MAX = 64
 MODES = ("subprocess", "container", "docker", "remote", "group")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")  # bind addresses only this machine can reach
 
 
 class ConfigError(Exception):

@@ -30,6 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from mcp_hangar.config import LOOPBACK
 from mcp_hangar.observability.metrics import Metrics
 from mcp_hangar.runtime.registry import Registry
 from mcp_hangar.security.auth import Authenticator
@@ -38,7 +39,6 @@ from mcp_hangar.server import tools
 from mcp_hangar.server.fastpath import modern_version, shape_result
 from mcp_hangar.store.writer import EventWriter
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 KNOWN_ROUTES = ("/mcp", "/sse", "/messages/", "/health/live", "/health/ready", "/health/startup", "/metrics")
 
 
