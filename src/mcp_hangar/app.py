@@ -45,12 +45,9 @@ class Hangar:
         self.writer: EventWriter | None = None
         self._log_calls = log_calls
         self.secrets = secrets_from(
-            (
-                spec.env
-                for spec in self.config.providers.values()
-                if isinstance(spec, SubprocessProvider | ContainerProvider)
-            ),
+            (p.env for p in self.config.providers.values() if isinstance(p, SubprocessProvider | ContainerProvider)),
             os.environ,
+            loaded.from_environment,
         )
         self.replica_id = self.config.replica_id or f"{socket.gethostname()}-{os.getpid()}"
         self.metrics: Metrics | None = None
@@ -94,6 +91,7 @@ class Hangar:
                     task_group=tg,
                     histories=histories,
                     backpressure=self.writer,
+                    secrets=frozenset(self.secrets),
                 )
                 self.registry.start_background()
                 try:

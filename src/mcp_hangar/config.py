@@ -132,6 +132,7 @@ class GroupProvider(_ProviderBase):
     mode: Literal["group"]
     strategy: Literal["round_robin", "weighted_round_robin", "priority", "least_connections", "random"] = "round_robin"
     members: Annotated[list[GroupMember], Field(min_length=1)]
+    min_healthy: int = Field(default=1, ge=1)  # below this many available members the group is degraded
 
     @field_validator("members", mode="before")
     @classmethod
@@ -254,12 +255,13 @@ def _group_problems(config: Config) -> list[tuple[tuple[Any, ...], str]]:
 class LoadedConfig:
     config: Config
     path: Path
+    from_environment: frozenset[str] = frozenset()  # values that ${VAR}s brought in: possible secrets
 
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
 
-def interpolate(value: str, environ: Mapping[str, str]) -> str:
+def interpolate(value: str, environ: Mapping[str, str], taken: set[str] | None = None) -> str:
     """Replace ``${VAR}`` and ``${VAR:-default}``; ``$$`` is a literal ``$``.
 
     An unset variable without a default is an error: a silent empty string would hide a
@@ -272,6 +274,8 @@ def interpolate(value: str, environ: Mapping[str, str]) -> str:
         name, default = match.group(1), match.group(2)
         found = environ.get(name)
         if found is not None and (found != "" or default is None):
+            if taken is not None:
+                taken.add(found)  # it came from the environment: treat it as a possible secret
             return found
         if default is not None:
             return default
@@ -313,17 +317,19 @@ def _compose(text: str, source: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
     return build(node, ()), lines
 
 
-def _interpolate_tree(data: Any, path: tuple[Any, ...], environ: Mapping[str, str], bad: list[tuple[Any, ...]]) -> Any:
+def _interpolate_tree(
+    data: Any, path: tuple[Any, ...], environ: Mapping[str, str], bad: list[tuple[Any, ...]], taken: set[str]
+) -> Any:
     if isinstance(data, str):
         try:
-            return interpolate(data, environ)
+            return interpolate(data, environ, taken)
         except KeyError as missing:
             bad.append((*path, f"environment variable {missing.args[0]} is not set (use ${{VAR:-default}})"))
             return data
     if isinstance(data, dict):
-        return {k: _interpolate_tree(v, (*path, k), environ, bad) for k, v in data.items()}
+        return {k: _interpolate_tree(v, (*path, k), environ, bad, taken) for k, v in data.items()}
     if isinstance(data, list):
-        return [_interpolate_tree(v, (*path, i), environ, bad) for i, v in enumerate(data)]
+        return [_interpolate_tree(v, (*path, i), environ, bad, taken) for i, v in enumerate(data)]
     return data
 
 
@@ -372,7 +378,10 @@ def _message(err: Any) -> str:
     return msg.removeprefix("Value error, ")
 
 
-def parse_config(text: str, source: str = "<config>", environ: Mapping[str, str] | None = None) -> Config:
+def parse_config(
+    text: str, source: str = "<config>", environ: Mapping[str, str] | None = None, taken: set[str] | None = None
+) -> Config:
+    """The configuration in ``text``; ``taken`` collects every value read from the environment."""
     data, lines = _compose(text, source)
     if not isinstance(data, dict):
         raise ConfigError([f"{source}:1: the configuration must be a mapping with a 'providers' key"])
@@ -382,7 +391,9 @@ def parse_config(text: str, source: str = "<config>", environ: Mapping[str, str]
         if id_problems:
             raise ConfigError(_format(id_problems, lines, source))
     bad: list[tuple[Any, ...]] = []
-    data = _interpolate_tree(data, (), os.environ if environ is None else environ, bad)
+    data = _interpolate_tree(
+        data, (), os.environ if environ is None else environ, bad, set() if taken is None else taken
+    )
     if bad:
         raise ConfigError(_format([(tuple(path), why) for *path, why in bad], lines, source))
     try:
@@ -412,4 +423,6 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
         raise ConfigError([f"{file}: configuration file not found"]) from None
     except OSError as exc:
         raise ConfigError([f"{file}: cannot read configuration: {exc.strerror}"]) from None
-    return LoadedConfig(parse_config(text, str(file), environ), file.resolve())
+    taken: set[str] = set()
+    config = parse_config(text, str(file), environ, taken)
+    return LoadedConfig(config, file.resolve(), frozenset(taken))

@@ -70,6 +70,17 @@ class CircuitChanged(DomainEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Failover(DomainEvent):
+    """A group moved a call from a failing member to the next one."""
+
+    kind: ClassVar[str] = "group_failover"
+    tool: str
+    from_member: str
+    to_member: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class IdleStopped(DomainEvent):
     kind: ClassVar[str] = "provider_idle_stopped"
     idle_s: float

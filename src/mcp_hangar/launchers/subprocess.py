@@ -9,7 +9,7 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from mcp_hangar.config import SubprocessProvider
@@ -134,6 +134,7 @@ async def spawn(
     *,
     base_dir: Path,
     on_stderr: Callable[[str], None],
+    secrets: Iterable[str] = (),
 ) -> SubprocessChannel:
     command = list(spec.command)
     env = provider_env(spec.env)
@@ -163,4 +164,4 @@ async def spawn(
         )
     except OSError as exc:
         raise LaunchError(f"provider {provider_id!r}: cannot run {exe!r}: {exc.strerror or exc}") from None
-    return SubprocessChannel(process, StderrRing(secrets=spec.env.values()), on_stderr)
+    return SubprocessChannel(process, StderrRing(secrets=secrets), on_stderr)

@@ -76,6 +76,7 @@ class Provider:
         backoff: Backoff | None = None,
         history: StreamHistory | None = None,
         backpressure: Backpressure | None = None,
+        secrets: frozenset[str] = frozenset(),
     ) -> None:
         self.id = provider_id
         self.spec = spec
@@ -93,6 +94,7 @@ class Provider:
         self._live_tools: list[dict[str, Any]] | None = None
         self._cached_tools: list[dict[str, Any]] | None = None
         self._backpressure = backpressure
+        self._secrets = secrets  # masked in what the provider writes to stderr
         self.health = HealthTracker(spec.max_consecutive_failures)
         cb = spec.circuit_breaker
         self.breaker = CircuitBreaker(cb.failure_threshold, cb.window_s, cb.reset_timeout_s, cb.half_open_max_calls)
@@ -258,7 +260,9 @@ class Provider:
         if isinstance(self.spec, RemoteProvider):
             return await remote_launcher.connect(self.id, self.spec)
         assert isinstance(self.spec, SubprocessProvider)
-        return await subprocess_launcher.spawn(self.id, self.spec, base_dir=self._base_dir, on_stderr=self._log_stderr)
+        return await subprocess_launcher.spawn(
+            self.id, self.spec, base_dir=self._base_dir, on_stderr=self._log_stderr, secrets=self._secrets
+        )
 
     def _start_error(self, exc: BaseException, session: RpcSession | None, channel: Channel | None) -> str:
         if isinstance(exc, LaunchError):

@@ -10,10 +10,11 @@ import anyio
 import anyio.abc
 import structlog
 
-from mcp_hangar.config import Config
+from mcp_hangar.config import Config, GroupProvider
 from mcp_hangar.domain import events as ev
 from mcp_hangar.domain.errors import UnknownProvider
 from mcp_hangar.domain.states import RUNNING
+from mcp_hangar.runtime.group import Group
 from mcp_hangar.runtime.provider import Backpressure, EventSink, Provider
 from mcp_hangar.store.base import StreamHistory
 
@@ -32,6 +33,7 @@ class Registry:
         task_group: anyio.abc.TaskGroup,
         histories: Mapping[str, StreamHistory] | None = None,
         backpressure: Backpressure | None = None,
+        secrets: frozenset[str] = frozenset(),
     ) -> None:
         self._emit = emit
         self._tg = task_group
@@ -45,8 +47,15 @@ class Registry:
                 task_group=task_group,
                 history=histories.get(pid),
                 backpressure=backpressure,
+                secrets=secrets,
             )
             for pid, spec in config.providers.items()
+            if not isinstance(spec, GroupProvider)
+        }
+        self._groups = {
+            gid: Group(gid, spec, [self._providers[m.id] for m in spec.members], emit)
+            for gid, spec in config.providers.items()
+            if isinstance(spec, GroupProvider)
         }
         self._checking: set[str] = set()
 
@@ -56,12 +65,15 @@ class Registry:
     def __len__(self) -> int:
         return len(self._providers)
 
-    def get(self, provider_id: str) -> Provider:
-        try:
-            return self._providers[provider_id]
-        except KeyError:
-            known = ", ".join(sorted(self._providers)) or "none configured"
-            raise UnknownProvider(f"unknown provider {provider_id!r} (known: {known})") from None
+    def get(self, provider_id: str) -> Provider | Group:
+        found = self._providers.get(provider_id) or self._groups.get(provider_id)
+        if found is None:
+            known = ", ".join(sorted([*self._providers, *self._groups])) or "none configured"
+            raise UnknownProvider(f"unknown provider {provider_id!r} (known: {known})")
+        return found
+
+    def groups(self) -> list[Group]:
+        return list(self._groups.values())
 
     def start_background(self) -> None:
         self._tg.start_soon(self._idle_loop)

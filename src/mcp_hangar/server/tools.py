@@ -17,6 +17,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from mcp_hangar.domain.errors import NotSupported, ProviderError, RemoteError, UnknownProvider
 from mcp_hangar.domain.states import ProviderState
 from mcp_hangar.launchers.session import ProgressFn
+from mcp_hangar.runtime.group import Group
 from mcp_hangar.runtime.provider import Provider
 from mcp_hangar.runtime.registry import Registry
 from mcp_hangar.security.policy import Denied, Guard, Principal
@@ -268,7 +269,7 @@ def _is_retry_safe(tool: dict[str, Any] | None) -> bool:
 # --- invoking -------------------------------------------------------------------------------
 
 
-async def _check_tool(tc: ToolContext, provider: Provider, tool: str, arguments: dict[str, Any]) -> None:
+async def _check_tool(tc: ToolContext, provider: Provider | Group, tool: str, arguments: dict[str, Any]) -> None:
     await provider.ensure_started()
     spec = provider.tool(tool)
     if provider.tools_known and spec is None:
@@ -389,7 +390,8 @@ async def registry_list(tc: ToolContext, args: dict[str, Any]) -> Any:
     if state is not None and state not in STATES:
         raise BadArguments(f"registry_list: state_filter must be one of {', '.join(STATES)}, not {state!r}")
     rows = [p.snapshot() for p in tc.registry if state is None or p.state.value == state]
-    return ok({"providers": rows})
+    groups = [g.snapshot() for g in tc.registry.groups()]
+    return ok({"providers": rows, "groups": groups})
 
 
 async def registry_start(tc: ToolContext, args: dict[str, Any]) -> Any:
@@ -399,7 +401,7 @@ async def registry_start(tc: ToolContext, args: dict[str, Any]) -> Any:
     return ok(
         {
             "provider": provider.id,
-            "state": provider.state.value,
+            "state": _state(provider),
             "already_running": was_running,
             "tools": [t["name"] for t in provider.tools],
         }
@@ -409,7 +411,7 @@ async def registry_start(tc: ToolContext, args: dict[str, Any]) -> Any:
 async def registry_stop(tc: ToolContext, args: dict[str, Any]) -> Any:
     provider = tc.registry.get(_arg_str(args, "provider", "registry_stop") or "")
     stopped = await provider.stop("stopped by registry_stop")
-    return ok({"provider": provider.id, "stopped": stopped, "state": provider.state.value})
+    return ok({"provider": provider.id, "stopped": stopped, "state": _state(provider)})
 
 
 async def registry_tools(tc: ToolContext, args: dict[str, Any]) -> Any:
@@ -420,13 +422,20 @@ async def registry_tools(tc: ToolContext, args: dict[str, Any]) -> Any:
         {
             "provider": provider.id,
             "source": provider.tools_source,
-            "state": provider.state.value,
+            "state": _state(provider),
             "tools": provider.tools,
+            **({"mismatched_members": provider.mismatched_tools()} if isinstance(provider, Group) else {}),
         }
     )
 
 
-def _health(provider: Provider) -> dict[str, Any]:
+def _state(target: Provider | Group) -> str:
+    return target.state if isinstance(target, Group) else target.state.value
+
+
+def _health(provider: Provider | Group) -> dict[str, Any]:
+    if isinstance(provider, Group):
+        return {**provider.snapshot(), "last_error": provider.last_error, **provider.stats}
     return {
         "id": provider.id,
         "state": provider.state.value,
@@ -444,8 +453,8 @@ def _health(provider: Provider) -> dict[str, Any]:
 
 async def registry_health(tc: ToolContext, args: dict[str, Any]) -> Any:
     pid = _arg_str(args, "provider", "registry_health", required=False)
-    providers = [tc.registry.get(pid)] if pid else list(tc.registry)
-    return ok({"providers": [_health(p) for p in providers]})
+    targets = [tc.registry.get(pid)] if pid else [*tc.registry, *tc.registry.groups()]
+    return ok({"providers": [_health(p) for p in targets]})
 
 
 async def registry_status(tc: ToolContext, args: dict[str, Any]) -> Any:
@@ -472,7 +481,7 @@ async def registry_warm(tc: ToolContext, args: dict[str, Any]) -> Any:
     providers = [tc.registry.get(i) for i in ids] if ids else list(tc.registry)
     outcome: dict[str, str] = {}
 
-    async def warm(provider: Provider) -> None:
+    async def warm(provider: Provider | Group) -> None:
         try:
             await provider.ensure_started()
             outcome[provider.id] = "ready"

@@ -41,8 +41,14 @@ def redact(value: Any) -> Any:
     return value
 
 
-def secrets_from(provider_envs: Iterable[Mapping[str, str]], environ: Mapping[str, str]) -> set[str]:
-    found = {v for env in provider_envs for v in env.values()}
+def secrets_from(
+    provider_envs: Iterable[Mapping[str, str]], environ: Mapping[str, str], from_environment: Iterable[str] = ()
+) -> set[str]:
+    """What to mask: values the configuration took from the environment (secrets live there, never
+    in the file), values of secret-looking keys in providers' env, and hangar's own environment
+    variables whose names look secret. A literal like ``MEMBER: primary`` in the file is not one."""
+    found = set(from_environment)
+    found |= {v for env in provider_envs for k, v in env.items() if SECRET_NAME.search(k)}
     found |= {v for k, v in environ.items() if SECRET_NAME.search(k)}
     return {s for s in found if len(s) >= MIN_SECRET_LENGTH}
 
