@@ -18,17 +18,13 @@ from mcp_hangar.domain import events as ev
 from mcp_hangar.domain.balancing import Balancer, Candidate
 from mcp_hangar.domain.breaker import BreakerState
 from mcp_hangar.domain.errors import BackingOff, CircuitOpen, ProviderError, RemoteError, StartFailed
+from mcp_hangar.domain.retry import retry_safe
 from mcp_hangar.domain.states import ProviderState
 from mcp_hangar.launchers.session import ProgressFn
 from mcp_hangar.runtime.provider import EventSink, Provider
 
 log = structlog.get_logger("mcp_hangar.group")
 NOT_RETRIED = " (not retried on another member: it reached one and the tool is not read-only or idempotent)"
-
-
-def retry_safe(tool: dict[str, Any] | None) -> bool:
-    annotations = (tool or {}).get("annotations") or {}
-    return bool(annotations.get("readOnlyHint") or annotations.get("idempotentHint"))
 
 
 class Group:

@@ -15,6 +15,7 @@ from mcp.server.context import ServerRequestContext
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcp_hangar.domain.errors import NotSupported, ProviderError, RemoteError, UnknownProvider
+from mcp_hangar.domain.retry import retry_safe
 from mcp_hangar.domain.states import ProviderState
 from mcp_hangar.launchers.session import ProgressFn
 from mcp_hangar.runtime.group import Group
@@ -261,11 +262,6 @@ def _with_meta(result: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return {**result, "_meta": meta}
 
 
-def _is_retry_safe(tool: dict[str, Any] | None) -> bool:
-    annotations = (tool or {}).get("annotations") or {}
-    return bool(annotations.get("readOnlyHint") or annotations.get("idempotentHint"))
-
-
 # --- invoking -------------------------------------------------------------------------------
 
 
@@ -346,7 +342,7 @@ async def registry_invoke_ex(tc: ToolContext, args: dict[str, Any]) -> Any:
         except ProviderError as exc:
             attempts.append(_failure(pid, tool, exc))
             retryable = not isinstance(exc, UnknownProvider | NotSupported | RemoteError)
-            safe = not exc.sent or _is_retry_safe(provider.tool(tool))
+            safe = not exc.sent or retry_safe(provider.tool(tool))
             if len(attempts) > max_retries or not (retryable and safe):
                 why = (
                     ""
