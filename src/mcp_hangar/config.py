@@ -74,8 +74,19 @@ class BreakerConfig(_Strict):
     half_open_max_calls: int = Field(default=1, ge=1)
 
 
+class RecoveryConfig(_Strict):
+    # lazy: a dead provider starts again on its next call; eager: hangar restarts it in the
+    # background as soon as the backoff allows.
+    mode: Literal["lazy", "eager"] = "lazy"
+    max_attempts: int = Field(default=5, ge=1)  # consecutive failures before it is a crash loop
+    backoff_base_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=30, gt=0)
+    cooldown_s: float = Field(default=300, gt=0)  # a crash loop ends after this, or at registry_start
+
+
 class _ProviderBase(_Strict):
     description: str = ""
+    recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
     circuit_breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     rate_limit: RateLimit | None = None  # calls to this provider, from all callers together

@@ -690,3 +690,48 @@ async def test_circuit_breaker_opens_fails_fast_and_closes_after_a_probe(tmp_pat
         assert (await health(client, "faulty"))["circuit_breaker"] == "closed"
         audit = await call(client, "registry_audit", type="circuit_breaker_changed")
         assert [e["data"]["state"] for e in audit["events"]] == ["open", "half_open", "closed"]
+
+
+async def test_eager_recovery_restarts_a_dead_provider_without_a_call(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "c.yaml",
+        {"everything": {"mode": "subprocess", "command": everything_command(), "recovery": {"mode": "eager"}}},
+    )
+    async with hangar(config) as client:
+        await call(client, "registry_start", provider="everything")
+        first = (await provider_row(client, "everything"))["pid"]
+        os.kill(first, signal.SIGKILL)
+
+        async def back_by_itself() -> bool:
+            row = await provider_row(client, "everything")
+            return row["state"] == "ready" and row["pid"] not in (None, first)
+
+        await wait_for(back_by_itself, timeout=15, every=0.1)
+        audit = await call(client, "registry_audit", type="provider_recovery_attempt")
+        assert audit["events"][0]["data"]["mode"] == "eager"
+
+
+async def test_a_crash_loop_stops_restarts_until_registry_start(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "c.yaml",
+        {
+            "flaky": {
+                "mode": "subprocess",
+                "command": faulty_command("--exit-at-start"),
+                "recovery": {"max_attempts": 2, "backoff_base_s": 0.1, "cooldown_s": 600},
+            }
+        },
+    )
+    async with hangar(config) as client:
+        for _ in range(2):
+            text = await fail(client, "registry_invoke", provider="flaky", tool="pid")
+            assert "exited with code 7" in text
+        text = await fail(client, "registry_invoke", provider="flaky", tool="pid")
+        assert "crash loop (2 failures in a row" in text and "call registry_start" in text
+        assert (await health(client, "flaky"))["start_failures"] == 2  # no third attempt was made
+        audit = await call(client, "registry_audit", type="provider_crash_loop")
+        assert audit["events"][0]["data"]["failures"] == 2
+        # an operator's registry_start tries again (and here fails again, for the same reason)
+        text = await fail(client, "registry_start", provider="flaky")
+        assert "exited with code 7" in text
+        assert (await health(client, "flaky"))["start_failures"] == 3

@@ -81,6 +81,23 @@ class Failover(DomainEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RecoveryAttempt(DomainEvent):
+    kind: ClassVar[str] = "provider_recovery_attempt"
+    attempt: int
+    mode: str  # lazy | eager
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CrashLoop(DomainEvent):
+    """Too many failures in a row: no more automatic starts until registry_start or the cool-down."""
+
+    kind: ClassVar[str] = "provider_crash_loop"
+    failures: int
+    cooldown_s: float
+    last_error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class IdleStopped(DomainEvent):
     kind: ClassVar[str] = "provider_idle_stopped"
     idle_s: float

@@ -98,7 +98,8 @@ class Provider:
         self.health = HealthTracker(spec.max_consecutive_failures)
         cb = spec.circuit_breaker
         self.breaker = CircuitBreaker(cb.failure_threshold, cb.window_s, cb.reset_timeout_s, cb.half_open_max_calls)
-        self.crashes = CrashTracker(backoff or Backoff())
+        rc = spec.recovery
+        self.crashes = CrashTracker(backoff or Backoff(base_s=rc.backoff_base_s, max_s=rc.backoff_max_s))
         self.started_at: float | None = None  # monotonic
         self.last_used: float = time.monotonic()
         self.last_health_check: float | None = None
@@ -201,6 +202,22 @@ class Provider:
                 f"provider {self.id!r}: mode {self.spec.mode!r} is not supported yet by this version of "
                 "mcp-hangar; modes 'subprocess' and 'remote' can be started"
             )
+        recovery = self.spec.recovery
+        if self.crashes.consecutive >= recovery.max_attempts:
+            since = time.monotonic() - (self.crashes.last_crash_at or 0.0)
+            if since < recovery.cooldown_s:
+                raise BackingOff(
+                    f"provider {self.id!r} is in a crash loop ({self.crashes.consecutive} failures in a row; "
+                    f"last: {self.last_error}); it is not restarted automatically for another "
+                    f"{recovery.cooldown_s - since:.0f}s: fix the cause, then call registry_start"
+                )
+            self.crashes.reset()  # the cool-down is over: try again from scratch
+        if self.state == ProviderState.DEAD:
+            self._emit(
+                ev.RecoveryAttempt(
+                    provider_id=self.id, at=time.time(), attempt=self.crashes.consecutive, mode=recovery.mode
+                )
+            )
         wait = self.crashes.wait_before_start(time.monotonic())
         if 0 < wait <= WAIT_OUT_BACKOFF_S:
             # A short pause costs the caller less than an error would.
@@ -235,6 +252,7 @@ class Provider:
             self.crashes.record_crash(time.monotonic(), None)
             self._emit(ev.ProviderStartFailed(provider_id=self.id, at=time.time(), error=message))
             self._transition(ProviderState.DEAD, message)
+            self._after_failure()
             raise StartFailed(message) from None
         self._session, self._channel, self.handshake = session, channel, handshake
         self.started_at = self.last_used = time.monotonic()
@@ -326,6 +344,30 @@ class Provider:
         )
         log.warning("provider.crashed", provider=self.id, exit_code=channel.exit_status(), restart_in_s=delay)
         self._transition(ProviderState.DEAD, reason)
+        self._after_failure()
+
+    def _after_failure(self) -> None:
+        """Declare a crash loop, or (eager recovery) schedule the next start in the background."""
+        recovery = self.spec.recovery
+        if self.crashes.consecutive >= recovery.max_attempts:
+            self._emit(
+                ev.CrashLoop(
+                    provider_id=self.id,
+                    at=time.time(),
+                    failures=self.crashes.consecutive,
+                    cooldown_s=recovery.cooldown_s,
+                    last_error=self.last_error or "",
+                )
+            )
+            log.error("provider.crash_loop", provider=self.id, failures=self.crashes.consecutive)
+        elif recovery.mode == "eager" and not self._stopping:
+            self._tg.start_soon(self._recover_eagerly)
+
+    async def _recover_eagerly(self) -> None:
+        await anyio.sleep(self.crashes.wait_before_start(time.monotonic()))
+        if self.state == ProviderState.DEAD:
+            with contextlib.suppress(ProviderError):
+                await self.ensure_started()
 
     # --- calls ----------------------------------------------------------------------------
 
@@ -495,6 +537,11 @@ class Provider:
         else:
             self.health.record_success()
         return True
+
+    def restart_allowed(self) -> None:
+        """An explicit start (registry_start) ends a crash loop: the operator says to try again."""
+        if self.state == ProviderState.DEAD:
+            self.crashes.reset()
 
     async def stop(self, reason: str = "stopped") -> bool:
         """Stop the running instance, if any. Returns whether anything was stopped."""

@@ -393,6 +393,8 @@ async def registry_list(tc: ToolContext, args: dict[str, Any]) -> Any:
 async def registry_start(tc: ToolContext, args: dict[str, Any]) -> Any:
     provider = tc.registry.get(_arg_str(args, "provider", "registry_start") or "")
     was_running = provider.running
+    if isinstance(provider, Provider):
+        provider.restart_allowed()
     await provider.ensure_started()
     return ok(
         {
