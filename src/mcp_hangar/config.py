@@ -243,6 +243,32 @@ def provider_id_problem(key: Any) -> str | None:
     return None
 
 
+_MEMBER_KEYS = ("id", "weight", "priority")
+
+
+def _lift_inline_members(data: dict[str, Any], lines: dict[tuple[Any, ...], int]) -> None:
+    """A group member written as a whole provider definition (it has a ``mode``) becomes a provider
+    of its own, ``<group>-<n>`` unless it names an ``id``; the member entry keeps only the reference,
+    weight and priority. Line numbers move along, so errors still point into the group."""
+    providers = data.get("providers")
+    if not isinstance(providers, dict):
+        return
+    for gid, group in list(providers.items()):
+        if not isinstance(group, dict) or group.get("mode") != "group" or not isinstance(group.get("members"), list):
+            continue
+        for i, member in enumerate(group["members"]):
+            if not isinstance(member, dict) or "mode" not in member:
+                continue
+            mid = member.get("id") or f"{gid}-{i + 1}"
+            old = ("providers", gid, "members", i)
+            providers[mid] = {k: v for k, v in member.items() if k not in _MEMBER_KEYS}
+            for path, line in list(lines.items()):
+                if path[: len(old)] == old and len(path) > len(old) and path[len(old)] not in _MEMBER_KEYS:
+                    lines[("providers", mid, *path[len(old) :])] = line
+            lines.setdefault(("providers", mid), lines.get(old, 0))
+            group["members"][i] = {k: v for k, v in member.items() if k in _MEMBER_KEYS} | {"id": mid}
+
+
 def _group_problems(config: Config) -> list[tuple[tuple[Any, ...], str]]:
     found = []
     for pid, provider in config.providers.items():
@@ -396,6 +422,7 @@ def parse_config(
     data, lines = _compose(text, source)
     if not isinstance(data, dict):
         raise ConfigError([f"{source}:1: the configuration must be a mapping with a 'providers' key"])
+    _lift_inline_members(data, lines)
     providers = data.get("providers")
     if isinstance(providers, dict):
         id_problems = [(("providers", k), p) for k in providers if (p := provider_id_problem(k))]

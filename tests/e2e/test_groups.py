@@ -98,3 +98,20 @@ async def test_a_call_that_is_not_idempotent_is_not_repeated_elsewhere(tmp_path:
         assert "not retried on another member" in text and "exited with code 3" in text
         ok = await client.call_tool("registry_invoke", {"provider": "both", "tool": "bump"})
         assert not ok.is_error and bumps.read_text() == "bump\n"  # exactly once
+
+
+async def test_members_can_be_defined_inline(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "c.yaml",
+        {
+            "pair": {
+                "mode": "group",
+                "strategy": "priority",
+                "members": [{**member("first"), "priority": 1}, {**member("second"), "priority": 2}],
+            }
+        },
+    )
+    async with hangar(config) as client:
+        assert await who(client, "pair") == "first"
+        listed = await call(client, "registry_list")
+        assert {r["id"] for r in listed["providers"]} == {"pair-1", "pair-2"}

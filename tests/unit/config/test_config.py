@@ -146,3 +146,22 @@ def test_check_command_reports_what_it_understood_and_fails_on_bad_files(tmp_pat
 
     missing = subprocess.run([*run, str(tmp_path / "none.yaml")], capture_output=True, text=True, check=False)
     assert missing.returncode == 2 and "configuration file not found" in missing.stderr
+
+
+def test_inline_group_members_become_providers_and_errors_keep_their_lines() -> None:
+    text = """providers:
+  pool:
+    mode: group
+    members:
+      - {mode: subprocess, command: [a], weight: 2}
+      - id: named
+        mode: subprocess
+        command: [b]
+      - ref
+  ref: {mode: subprocess, command: [c]}
+"""
+    config = parse_config(text, "c.yaml", {})
+    assert set(config.providers) == {"pool", "pool-1", "named", "ref"}
+    assert [(m.id, m.weight) for m in config.providers["pool"].members] == [("pool-1", 2), ("named", 1), ("ref", 1)]  # type: ignore[union-attr]
+    found = problems(text.replace("command: [b]", "comand: [b]"))
+    assert "config.yaml:8: provider 'named': key 'comand': unknown key" in found
