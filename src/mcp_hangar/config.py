@@ -144,6 +144,8 @@ class GroupProvider(_ProviderBase):
     strategy: Literal["round_robin", "weighted_round_robin", "priority", "least_connections", "random"] = "round_robin"
     members: Annotated[list[GroupMember], Field(min_length=1)]
     min_healthy: int = Field(default=1, ge=1)  # below this many available members the group is degraded
+    # priority: a member that comes back is used again only after being available this long
+    failback_delay_s: float = Field(default=0, ge=0)
 
     @field_validator("members", mode="before")
     @classmethod

@@ -115,3 +115,34 @@ async def test_members_can_be_defined_inline(tmp_path: Path) -> None:
         assert await who(client, "pair") == "first"
         listed = await call(client, "registry_list")
         assert {r["id"] for r in listed["providers"]} == {"pair-1", "pair-2"}
+
+
+async def test_failback_waits_for_the_primary_to_stay_available(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "c.yaml",
+        {
+            "primary": member("primary", circuit_breaker={"failure_threshold": 1, "reset_timeout_s": 0.5}),
+            "backup": member("backup"),
+            "pair": {
+                "mode": "group",
+                "strategy": "priority",
+                "failback_delay_s": 2,
+                "members": [{"id": "primary", "priority": 1}, {"id": "backup", "priority": 2}],
+            },
+        },
+    )
+    async with hangar(config) as client:
+        assert await who(client, "pair") == "primary"
+        pid = next(r["pid"] for r in (await call(client, "registry_list"))["providers"] if r["id"] == "primary")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            answered = await client.call_tool(
+                "registry_invoke", {"provider": "pair", "tool": "get-env", "timeout": 0.5}
+            )
+            assert json.loads(answered.content[0].text)["MEMBER"] == "backup"
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await anyio.sleep(0.8)  # the breaker would let a probe through now, but the primary must settle first
+        assert await who(client, "pair") == "backup"
+        await anyio.sleep(2.2)
+        assert await who(client, "pair") == "primary"

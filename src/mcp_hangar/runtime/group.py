@@ -37,6 +37,7 @@ class Group:
         self._balancer = Balancer(spec.strategy)
         self._emit = emit
         self.stats = {"invocations": 0, "failovers": 0}
+        self._back_at: dict[str, float | None] = {}  # when a member that was unavailable came back
         self.last_error: str | None = None
 
     # --- what callers see ------------------------------------------------------------------
@@ -96,12 +97,26 @@ class Group:
         raise StartFailed(f"group {self.id!r}: no member could be started: " + "; ".join(errors or ["no members"]))
 
     def _order(self) -> list[Candidate]:
+        now = time.monotonic()
+        available = [m for m in self.members if self._note(m, self._available(m), now)]
+        settled = [m for m in available if self._settled(m, now)]
         candidates = [
             Candidate(m.id, self._weights.get(m.id, 1), self._priorities.get(m.id, 1), m.in_flight)
-            for m in self.members
-            if self._available(m)
+            for m in (settled or available)
         ]
         return self._balancer.order(candidates)
+
+    def _note(self, member: Provider, available: bool, now: float) -> bool:
+        """Remember when an unavailable member came back (for failback_delay_s)."""
+        if not available:
+            self._back_at[member.id] = None
+        elif member.id in self._back_at and self._back_at[member.id] is None:
+            self._back_at[member.id] = now
+        return available
+
+    def _settled(self, member: Provider, now: float) -> bool:
+        back = self._back_at.get(member.id)
+        return back is None or now - back >= self.spec.failback_delay_s
 
     async def call_tool(
         self,
@@ -134,6 +149,7 @@ class Group:
             except ProviderError as exc:
                 failures.append(f"{member.id}: {exc}")
                 self.last_error = str(exc)
+                self._back_at[member.id] = None  # down: when it returns, failback waits for it to settle
                 safe = not exc.sent or isinstance(exc, BackingOff) or retry_safe(member.tool(tool))
                 if n + 1 == len(order) or not safe:
                     why = "" if safe else NOT_RETRIED
