@@ -61,6 +61,13 @@ async def http_hangar(config: Path, *extra: str) -> AsyncIterator[tuple[str, Any
         await process.wait()
 
 
+async def client_after_crash(base: str) -> None:
+    """One more call to the crashed provider: a lazy recovery attempt."""
+    async with Client(f"{base}/mcp") as client:
+        result = await client.call_tool("registry_invoke", {"provider": "faulty", "tool": "pid"})
+        assert not result.is_error
+
+
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     out = {}
     for family in text_string_to_metric_families(text):
@@ -162,6 +169,11 @@ async def test_metrics_move_with_calls(config: Path) -> None:
         errors = ("mcp_hangar_tool_calls_total", (("outcome", "error"), ("provider", "faulty"), ("tool", "crash")))
         assert after[errors] == 1
         assert after[("mcp_hangar_provider_crashes_total", (("provider", "faulty"),))] == 1
+        await client_after_crash(base)
+        recovered = samples((await web.get("/metrics")).text)
+        assert (
+            recovered[("mcp_hangar_provider_recovery_attempts_total", (("mode", "lazy"), ("provider", "faulty")))] == 1
+        )
         assert after[("mcp_hangar_provider_starts_total", (("provider", "everything"),))] == 1
         assert after[("mcp_hangar_provider_state", (("provider", "everything"), ("state", "ready")))] == 1
         assert after[("mcp_hangar_provider_state", (("provider", "everything"), ("state", "cold")))] == 0
@@ -174,7 +186,7 @@ async def test_metrics_move_with_calls(config: Path) -> None:
         unknown = samples((await web.get("/metrics")).text)
         assert unknown[("mcp_hangar_http_requests_total", (("route", "other"), ("status", "404")))] == 1
         tools = {dict(labels).get("tool") for (name, labels) in unknown if name == "mcp_hangar_tool_calls_total"}
-        assert tools == {"echo", "crash"}  # only tools the providers really have
+        assert tools == {"echo", "crash", "pid"}  # only tools the providers really have
 
 
 async def test_a_taken_port_is_a_clear_error(config: Path) -> None:

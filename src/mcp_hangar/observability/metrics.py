@@ -54,6 +54,13 @@ class Metrics:
         self.breaker = Counter(
             "mcp_hangar_circuit_breaker_transitions", "Circuit breaker transitions.", ["provider", "state"], registry=r
         )
+        self.failovers = Counter(
+            "mcp_hangar_group_failovers", "Calls a group moved to another member.", ["group"], registry=r
+        )
+        self.recoveries = Counter(
+            "mcp_hangar_provider_recovery_attempts", "Restarts after a failure.", ["provider", "mode"], registry=r
+        )
+        self.crash_loops = Counter("mcp_hangar_provider_crash_loops", "Crash loops declared.", ["provider"], registry=r)
         self.health_checks = Counter(
             "mcp_hangar_health_checks", "Health checks by result.", ["provider", "result"], registry=r
         )
@@ -93,6 +100,12 @@ class Metrics:
             self.crashes.labels(pid).inc()
         elif isinstance(event, ev.CircuitChanged):
             self.breaker.labels(pid, event.state).inc()
+        elif isinstance(event, ev.Failover):
+            self.failovers.labels(pid).inc()
+        elif isinstance(event, ev.RecoveryAttempt):
+            self.recoveries.labels(pid, event.mode).inc()
+        elif isinstance(event, ev.CrashLoop):
+            self.crash_loops.labels(pid).inc()
         elif isinstance(event, ev.HealthCheckPassed | ev.HealthCheckFailed):
             result = "passed" if isinstance(event, ev.HealthCheckPassed) else "failed"
             self.health_checks.labels(pid, result).inc()
