@@ -243,7 +243,6 @@ def keys_create(
     config: ConfigOption = None,
 ) -> None:
     """Create a key. It is shown once; only its hash is stored."""
-    from mcp_hangar.domain import events as ev
     from mcp_hangar.security.auth import new_key
 
     loaded = _load(config)
@@ -251,16 +250,7 @@ def keys_create(
 
     async def create(store: EventStore, writer: EventWriter) -> None:
         await store.put_key(record)
-        writer.emit(
-            ev.ApiKeyChanged(
-                provider_id=ev.SECURITY_STREAM,
-                at=time.time(),
-                key_id=record.id,
-                name=name,
-                role=role.value,
-                change="created",
-            )
-        )
+        writer.emit(_key_event(record, "created"))
 
     _run_store(loaded, create)
     err.print(f"created key {record.id} for {name!r} with role {role.value}; it is shown only this once:")
@@ -286,23 +276,12 @@ def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="The key's id, from `keys list`.")], config: ConfigOption = None
 ) -> None:
     """Revoke a key; every hangar sharing the store refuses it within seconds."""
-    from mcp_hangar.domain import events as ev
-
     loaded = _load(config)
 
     async def revoke(store: EventStore, writer: EventWriter) -> Any:
         key = await store.revoke_key(key_id, time.time())
         if key is not None:
-            writer.emit(
-                ev.ApiKeyChanged(
-                    provider_id=ev.SECURITY_STREAM,
-                    at=time.time(),
-                    key_id=key.id,
-                    name=key.name,
-                    role=key.role,
-                    change="revoked",
-                )
-            )
+            writer.emit(_key_event(key, "revoked"))
         return key
 
     key = _run_store(loaded, revoke)

@@ -176,7 +176,8 @@ class Gate:
             if body is None:
                 await _refuse(send, Denied(413, f"request body over {MAX_BODY_BYTES} bytes"))
                 return
-            for message in _messages(body):
+            messages, batch = _parse(body)
+            for message in (m for m in messages if m.get("method") == "tools/call"):
                 params = _mapping(message.get("params"))
                 provider = _mapping(params.get("arguments")).get("provider")
                 try:
@@ -191,9 +192,13 @@ class Gate:
             state["decided"] = True
             receive = _replay(body, receive)
             if self.fast is not None and path == "/mcp":
-                self.fast.cancel_requested(scope, body)
-                send = self.fast.watch_sessions(body, send)
-                if await self.fast.serve(scope, body, receive, send, principal):
+                self.fast.cancel_requested(scope, messages)
+                send = self.fast.watch_sessions(messages, send)
+                if (
+                    not batch
+                    and len(messages) == 1
+                    and await self.fast.serve(scope, messages[0], receive, send, principal)
+                ):
                     return
         elif self.fast is not None and scope["method"] == "DELETE":
             self.fast.forget(scope)
@@ -227,25 +232,19 @@ class HttpFastPath:
         self.sessions: dict[str, None] = {}
         self._in_flight: dict[tuple[str | None, Any], anyio.CancelScope] = {}
 
-    def cancel_requested(self, scope: Scope, body: bytes) -> None:
+    def cancel_requested(self, scope: Scope, messages: list[dict[str, Any]]) -> None:
         """A ``notifications/cancelled`` for a call this fast path serves cancels it (and so the
         provider's request); the SDK, which never saw the call, would ignore it."""
-        if b"notifications/cancelled" not in body:
-            return
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            return
         session = _header(scope, b"mcp-session-id")
-        for message in parsed if isinstance(parsed, list) else [parsed]:
-            if isinstance(message, dict) and message.get("method") == "notifications/cancelled":
+        for message in messages:
+            if message.get("method") == "notifications/cancelled":
                 scope_ = self._in_flight.get((session, _mapping(message.get("params")).get("requestId")))
                 if scope_ is not None:
                     scope_.cancel()
 
-    def watch_sessions(self, body: bytes, send: Send) -> Send:
+    def watch_sessions(self, messages: list[dict[str, Any]], send: Send) -> Send:
         """Learn the session id the SDK hands out in answer to an initialize."""
-        if b'"initialize"' not in body:
+        if not any(m.get("method") == "initialize" for m in messages):
             return send
 
         async def watching(message: Any) -> None:
@@ -274,14 +273,12 @@ class HttpFastPath:
             return requested
         return None
 
-    async def serve(self, scope: Scope, body: bytes, receive: Receive, send: Send, principal: Principal | None) -> bool:
+    async def serve(
+        self, scope: Scope, message: dict[str, Any], receive: Receive, send: Send, principal: Principal | None
+    ) -> bool:
         if "application/json" not in (_header(scope, b"accept") or ""):
             return False
-        try:
-            message = json.loads(body)
-        except ValueError:
-            return False
-        if not isinstance(message, dict) or message.get("method") != "tools/call" or "id" not in message:
+        if message.get("method") != "tools/call" or "id" not in message:
             return False
         params = _mapping(message.get("params"))
         name, arguments = params.get("name"), params.get("arguments")
@@ -336,15 +333,15 @@ def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _messages(body: bytes) -> list[dict[str, Any]]:
-    """The tools/call requests in a POST body (one message or a batch); anything unparsable is
-    left for the SDK to answer."""
+def _parse(body: bytes) -> tuple[list[dict[str, Any]], bool]:
+    """The messages of a POST body, parsed once for every check here, and whether it was a batch;
+    anything unparsable is left for the SDK to answer."""
     try:
         parsed = json.loads(body)
     except ValueError:
-        return []
+        return [], False
     items = parsed if isinstance(parsed, list) else [parsed]
-    return [m for m in items if isinstance(m, dict) and m.get("method") == "tools/call"]
+    return [m for m in items if isinstance(m, dict)], isinstance(parsed, list)
 
 
 async def _read_body(receive: Receive) -> bytes | None:
