@@ -4,6 +4,7 @@
 #   .venv/          Python virtual environment with mcp-hangar (editable) and its dev extras,
 #                   which include the real third-party providers mcp-server-time and mcp-server-git
 #   .cache/node/    the npm provider @modelcontextprotocol/server-everything
+#   podman, runc    the container engine the container-provider tests start (Debian packages, as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,4 +27,12 @@ if [ ! -f .cache/node/node_modules/@modelcontextprotocol/server-everything/dist/
   npm install --silent --no-audit --no-fund --prefix .cache/node \
     "@modelcontextprotocol/server-everything@${EVERYTHING_VERSION}" >/dev/null
 fi
-echo "bootstrap: ready (.venv, .cache/node)" >&2
+if ! command -v podman >/dev/null || ! command -v runc >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "bootstrap: installing podman and runc for the container provider tests" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc >/dev/null
+  else
+    echo "bootstrap: podman and runc are missing; the container tests need them (apt-get install podman runc)" >&2
+  fi
+fi
+echo "bootstrap: ready (.venv, .cache/node, podman)" >&2

@@ -192,3 +192,15 @@ class RawHangar:
     async def tool(self, name: str, **arguments: Any) -> dict[str, Any]:
         reply = await self.request("tools/call", {"name": name, "arguments": arguments})
         return reply["result"]
+
+
+@pytest.fixture(scope="session")
+def container_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Podman API service for this test run (see tests/podman.py); its unix:// address."""
+    from tests.podman import podman_service
+
+    try:
+        with podman_service(tmp_path_factory.mktemp("podman")) as url:
+            yield url
+    except RuntimeError as exc:
+        pytest.fail(str(exc))

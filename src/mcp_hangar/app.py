@@ -17,6 +17,8 @@ import structlog
 
 from mcp_hangar.config import LOOPBACK, ContainerProvider, LoadedConfig, SubprocessProvider
 from mcp_hangar.domain import events as ev
+from mcp_hangar.launchers.channel import LaunchError
+from mcp_hangar.launchers.container import Containers
 from mcp_hangar.runtime.registry import Registry
 from mcp_hangar.security.policy import Guard
 from mcp_hangar.server.fastpath import FastPath
@@ -52,6 +54,12 @@ class Hangar:
         self.replica_id = self.config.replica_id or f"{socket.gethostname()}-{os.getpid()}"
         self.metrics: Metrics | None = None
         self.guard = Guard(self.config, self.emit)
+        # The container engine, found on first use; only when a container provider is configured.
+        self.containers = (
+            Containers(self.config.container.host)
+            if any(isinstance(p, ContainerProvider) for p in self.config.providers.values())
+            else None
+        )
 
     def emit(self, event: ev.DomainEvent) -> None:
         """Where every domain event goes: the event log, and the log. Per-call events are only
@@ -92,8 +100,11 @@ class Hangar:
                     histories=histories,
                     backpressure=self.writer,
                     secrets=frozenset(self.secrets),
+                    containers=self.containers,
                 )
                 self.registry.start_background()
+                if self.containers is not None:
+                    tg.start_soon(self._remove_leftovers, self.containers)
                 try:
                     yield self.registry, tg
                 finally:
@@ -102,9 +113,23 @@ class Hangar:
                         await self.writer.close()
                     tg.cancel_scope.cancel()
         finally:
+            if self.containers is not None:
+                self.containers.close()
             if store is not None:
                 with anyio.CancelScope(shield=True):
                     await store.close()
+
+    @staticmethod
+    async def _remove_leftovers(containers: Containers) -> None:
+        """Containers a crashed hangar on this host left behind are removed at start."""
+        try:
+            removed = await containers.remove_leftovers()
+        except LaunchError as exc:
+            # No engine yet: not fatal until a container provider is called, which says so then.
+            log.warning("container.engine_unreachable", error=str(exc).splitlines()[0])
+            return
+        if removed:
+            log.info("container.leftovers_removed", count=len(removed))
 
     async def serve_stdio(self) -> None:
         """Serve one MCP client over stdin/stdout until it hangs up or we are signalled."""

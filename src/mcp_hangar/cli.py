@@ -323,7 +323,8 @@ def _what_runs(spec: ProviderConfig) -> str:
     if isinstance(spec, SubprocessProvider):
         return " ".join(spec.command)
     if isinstance(spec, ContainerProvider):
-        return spec.image
+        root = "read-only root" if spec.read_only else "WRITABLE root"
+        return f"{spec.image} (network {spec.network}, {root}, memory {spec.resources.memory})"
     if isinstance(spec, RemoteProvider):
         return spec.endpoint
     return f"{spec.strategy}: " + ", ".join(m.id for m in spec.members)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PROVIDER_ID = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]|_(?!_))*$")
 PROVIDER_ID_MAX = 64
@@ -114,16 +114,55 @@ class SubprocessProvider(_ProviderBase):
     _split = field_validator("command", mode="before")(_split_command)
 
 
+class ContainerResources(_Strict):
+    memory: str = Field(default="512m", pattern=r"^[0-9]+(\.[0-9]+)?[bkmgBKMG]?$")  # e.g. 256m, 1g
+    cpus: float = Field(default=1.0, gt=0, le=1024)
+    pids: int = Field(default=256, ge=16)
+
+
+class ContainerBuild(_Strict):
+    context: str = Field(min_length=1)  # a folder, relative to the config file
+    dockerfile: str = "Dockerfile"  # relative to the context
+    tag: str | None = None  # default: the provider's image
+    timeout_s: float = Field(default=600, gt=0)
+
+
+_VOLUME = re.compile(r"^(?P<host>[^:]+):(?P<target>/[^:]*)(?::(?P<mode>ro|rw))?$")
+
+
+def _volume_form(item: str) -> str:
+    if not _VOLUME.match(item):
+        raise ValueError(f"volume {item!r}: expected 'host:/container/path' with an optional ':ro' or ':rw'")
+    return item
+
+
+Volume = Annotated[str, AfterValidator(_volume_form)]
+
+
 class ContainerProvider(_ProviderBase):
     mode: Literal["container", "docker"]
     image: str = Field(min_length=1)
     command: list[str] | None = None
     env: dict[str, str] = Field(default_factory=dict)
-    volumes: list[str] = Field(default_factory=list)
+    # host:container[:ro|rw]; read-only unless :rw. A host path (/, ./, ../ or ~) is resolved
+    # against the config file's folder and must exist; a bare name is a named volume.
+    volumes: list[Volume] = Field(default_factory=list)
     network: str = "none"
     read_only: bool = True
+    user: str | None = None  # uid[:gid] or a name; default: the image's
+    resources: ContainerResources = Field(default_factory=ContainerResources)
+    tmpfs_size: str = Field(default="64m", pattern=r"^[0-9]+[kmgKMG]?$")  # the writable /tmp
+    build: ContainerBuild | None = None  # build the image from a Dockerfile when it is missing
 
     _split = field_validator("command", mode="before")(_split_command)
+
+
+def parse_volume(item: str) -> tuple[str, str, str]:
+    """``host:/target[:mode]`` -> (host, target, mode); mode defaults to read-only."""
+    found = _VOLUME.match(item)
+    if found is None:  # the model validated it already
+        raise ValueError(item)
+    return found["host"], found["target"], found["mode"] or "ro"
 
 
 class RemoteProvider(_ProviderBase):
@@ -220,6 +259,12 @@ class AuthConfig(_Strict):
     providers: dict[Literal["viewer", "user", "operator", "admin"], list[str]] = Field(default_factory=dict)
 
 
+class ContainerEngineConfig(_Strict):
+    # The Docker Engine API to use (Docker or Podman's compatible service), e.g.
+    # unix:///run/podman/podman.sock or tcp://127.0.0.1:2375. Default: DOCKER_HOST, then the usual sockets.
+    host: str | None = None
+
+
 class RateLimitsConfig(_Strict):
     per_principal: RateLimit | None = None  # each authenticated caller (or the stdio client)
 
@@ -229,6 +274,7 @@ class Config(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     rate_limits: RateLimitsConfig = Field(default_factory=RateLimitsConfig)
+    container: ContainerEngineConfig = Field(default_factory=ContainerEngineConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     event_store: EventStoreConfig = Field(default_factory=EventStoreConfig)
     # Names this process in the event log; replicas sharing a store must differ.

@@ -417,7 +417,6 @@ async def test_start_failures_are_explained(tmp_path: Path) -> None:
             },
             "exits": {"mode": "subprocess", "command": faulty_command("--exit-at-start")},
             "chatty": {"mode": "subprocess", "command": faulty_command("--garbage")},
-            "boxed": {"mode": "container", "image": "example/server:1"},
         },
     )
     async with hangar(config) as client:
@@ -434,9 +433,6 @@ async def test_start_failures_are_explained(tmp_path: Path) -> None:
         # One stray line on stdout is survivable: the provider still works.
         ok = await client.call_tool("registry_invoke", {"provider": "chatty", "tool": "pid"})
         assert not ok.is_error
-
-        text = await fail(client, "registry_invoke", provider="boxed", tool="x")
-        assert "mode 'container' is not supported yet" in text
 
         text = await fail(client, "registry_invoke", provider="nope", tool="x")
         assert "unknown provider 'nope'" in text

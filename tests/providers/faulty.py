@@ -3,11 +3,13 @@
     python faulty.py [--garbage] [--exit-at-start]
 
 Tools: sleep (read-only), pid (read-only), crash (kills its own process), bump (not idempotent:
-appends to $BUMP_FILE and returns how many lines it has).
+appends to $BUMP_FILE and returns how many lines it has), sandbox (what the process may do where it
+runs: for the container tests).
 """
 
 import asyncio
 import os
+import socket
 import sys
 
 from mcp.server import MCPServer
@@ -57,6 +59,25 @@ def bump() -> int:
         f.write("bump\n")
     with open(path) as f:
         return len(f.readlines())
+
+
+@server.tool(annotations=READ_ONLY)
+def sandbox(write_to: list[str]) -> dict[str, object]:
+    """Try to write a file into each folder; report that, the network interfaces, uid and $CANARY."""
+    writes = {}
+    for folder in write_to:
+        try:
+            with open(os.path.join(folder, "hangar-probe"), "w") as f:
+                f.write("probe\n")
+            writes[folder] = "ok"
+        except OSError as exc:
+            writes[folder] = exc.strerror or str(exc)
+    return {
+        "writes": writes,
+        "interfaces": sorted(name for _, name in socket.if_nameindex()),
+        "uid": os.getuid(),
+        "canary": os.environ.get("CANARY"),
+    }
 
 
 if __name__ == "__main__":

@@ -53,3 +53,6 @@ def configure(level: str = "info", fmt: str = "text", secrets: Iterable[str] = (
     )
     # The SDK logs through the standard library; keep its noise at warning unless debugging.
     logging.basicConfig(stream=sys.stderr, level=LEVELS[level] if level == "debug" else logging.WARNING)
+    # HTTP plumbing of the engine and remote clients: every request at debug would drown ours.
+    for chatty in ("urllib3", "docker", "httpcore", "httpx"):
+        logging.getLogger(chatty).setLevel(logging.INFO)

@@ -13,7 +13,7 @@ import anyio
 import anyio.abc
 import structlog
 
-from mcp_hangar.config import ProviderConfig, RemoteProvider, SubprocessProvider
+from mcp_hangar.config import ContainerProvider, ProviderConfig, RemoteProvider, SubprocessProvider
 from mcp_hangar.domain import events as ev
 from mcp_hangar.domain.backoff import Backoff, CrashTracker
 from mcp_hangar.domain.breaker import CircuitBreaker
@@ -32,6 +32,7 @@ from mcp_hangar.domain.states import RUNNING, ProviderState, check_transition
 from mcp_hangar.launchers import remote as remote_launcher
 from mcp_hangar.launchers import subprocess as subprocess_launcher
 from mcp_hangar.launchers.channel import Channel, LaunchError
+from mcp_hangar.launchers.container import ContainerChannel, Containers
 from mcp_hangar.launchers.session import Handshake, ProgressFn, RpcSession
 from mcp_hangar.store.base import StreamHistory
 
@@ -77,8 +78,10 @@ class Provider:
         history: StreamHistory | None = None,
         backpressure: Backpressure | None = None,
         secrets: frozenset[str] = frozenset(),
+        containers: Containers | None = None,
     ) -> None:
         self.id = provider_id
+        self._containers = containers
         self.spec = spec
         self._base_dir = base_dir
         self._emit = emit
@@ -197,11 +200,8 @@ class Provider:
             self._starting = None
 
     async def _launch(self) -> RpcSession:
-        if not isinstance(self.spec, SubprocessProvider | RemoteProvider):
-            raise NotSupported(
-                f"provider {self.id!r}: mode {self.spec.mode!r} is not supported yet by this version of "
-                "mcp-hangar; modes 'subprocess' and 'remote' can be started"
-            )
+        if not isinstance(self.spec, SubprocessProvider | RemoteProvider | ContainerProvider):
+            raise NotSupported(f"provider {self.id!r}: mode {self.spec.mode!r} cannot be started directly")
         recovery = self.spec.recovery
         if self.crashes.consecutive >= recovery.max_attempts:
             since = time.monotonic() - (self.crashes.last_crash_at or 0.0)
@@ -232,6 +232,9 @@ class Provider:
         channel: Channel | None = None
         session: RpcSession | None = None
         try:
+            if isinstance(self.spec, ContainerProvider):
+                # present, built or pulled: a build has its own timeout, not startup_timeout_s
+                await self._engine().ensure_image(self.id, self.spec, self._base_dir)
             with anyio.fail_after(self.spec.startup_timeout_s):
                 channel = await self._open_channel()
                 session = RpcSession(channel, self.id, self._on_notification)
@@ -274,9 +277,18 @@ class Provider:
         self._transition(ProviderState.READY, "started")
         return session
 
+    def _engine(self) -> Containers:
+        if self._containers is None:
+            self._containers = Containers()
+        return self._containers
+
     async def _open_channel(self) -> Channel:
         if isinstance(self.spec, RemoteProvider):
             return await remote_launcher.connect(self.id, self.spec)
+        if isinstance(self.spec, ContainerProvider):
+            return await self._engine().launch(
+                self.id, self.spec, base_dir=self._base_dir, on_stderr=self._log_stderr, secrets=self._secrets
+            )
         assert isinstance(self.spec, SubprocessProvider)
         return await subprocess_launcher.spawn(
             self.id, self.spec, base_dir=self._base_dir, on_stderr=self._log_stderr, secrets=self._secrets
@@ -320,10 +332,12 @@ class Provider:
         try:
             await session.serve()
         finally:
-            with anyio.CancelScope(shield=True):
-                await channel.close()
+            # Declared dead before the remains are cleared away (a container's removal takes a
+            # moment): a call arriving meanwhile starts a new instance instead of finding this one.
             if self._session is session and not self._stopping:
                 self._crashed(session, channel)
+            with anyio.CancelScope(shield=True):
+                await channel.close()
 
     def _crashed(self, session: RpcSession, channel: Channel) -> None:
         self._session = self._channel = None
@@ -579,5 +593,6 @@ class Provider:
             "tools": len(self.tools) if self.tools_known else None,
             "in_flight": self.in_flight,
             "pid": self._channel.pid if self._channel is not None else None,
+            **({"container": self._channel.container_id[:12]} if isinstance(self._channel, ContainerChannel) else {}),
             "protocol_version": self.handshake.protocol_version if self.handshake and self.running else None,
         }

@@ -14,6 +14,7 @@ from mcp_hangar.config import Config, GroupProvider
 from mcp_hangar.domain import events as ev
 from mcp_hangar.domain.errors import UnknownProvider
 from mcp_hangar.domain.states import RUNNING
+from mcp_hangar.launchers.container import Containers
 from mcp_hangar.runtime.group import Group
 from mcp_hangar.runtime.provider import Backpressure, EventSink, Provider
 from mcp_hangar.store.base import StreamHistory
@@ -34,6 +35,7 @@ class Registry:
         histories: Mapping[str, StreamHistory] | None = None,
         backpressure: Backpressure | None = None,
         secrets: frozenset[str] = frozenset(),
+        containers: Containers | None = None,
     ) -> None:
         self._emit = emit
         self._tg = task_group
@@ -48,6 +50,7 @@ class Registry:
                 history=histories.get(pid),
                 backpressure=backpressure,
                 secrets=secrets,
+                containers=containers,
             )
             for pid, spec in config.providers.items()
             if not isinstance(spec, GroupProvider)

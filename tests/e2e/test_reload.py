@@ -1,0 +1,117 @@
+"""Configuration reload (SIGHUP): providers and group members come and go without dropping calls."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.conftest import RawHangar, faulty_command, pid_alive, write_config
+
+pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
+
+
+def member(name: str) -> dict[str, Any]:
+    return {"mode": "subprocess", "command": faulty_command(), "env": {"MEMBER": name}}
+
+
+def config_with(path: Path, members: list[str], **more: Any) -> Path:
+    providers: dict[str, Any] = {name: member(name) for name in members}
+    providers["pool"] = {"mode": "group", "strategy": "round_robin", "members": members}
+    providers.update(more)
+    return write_config(path, providers)
+
+
+def structured(result: dict[str, Any]) -> Any:
+    assert not result.get("isError"), result
+    return json.loads(result["content"][0]["text"])
+
+
+async def listed(raw: RawHangar) -> dict[str, Any]:
+    found: dict[str, Any] = structured(await raw.tool("registry_list"))
+    return found
+
+
+def kinds(db: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(db) as conn:
+        return [(k, d) for k, d in conn.execute("SELECT type, data FROM events ORDER BY position")]
+
+
+async def test_reload_adds_removes_and_rebalances_without_dropping_a_call(tmp_path: Path) -> None:
+    path = config_with(tmp_path / "c.yaml", ["a", "b"])
+    async with RawHangar.running(path) as raw:
+        await raw.initialize()
+        pids = {}
+        for name in ("a", "b"):
+            pids[name] = structured(await raw.tool("registry_invoke", provider=name, tool="pid"))["result"]
+
+        outcome: dict[str, Any] = {}
+
+        async def long_call_on_b() -> None:
+            outcome["b"] = await raw.tool("registry_invoke", provider="b", tool="sleep", arguments={"seconds": 1.5})
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(long_call_on_b)
+            await anyio.sleep(0.3)
+            # b leaves, c joins; the group is rebalanced over a and c
+            config_with(path, ["a", "c"])
+            raw.process.send_signal(signal.SIGHUP)
+            with anyio.fail_after(10):
+                while [m["id"] for m in (await listed(raw))["groups"][0]["members"]] != ["a", "c"]:
+                    await anyio.sleep(0.05)
+            providers = {p["id"]: p for p in (await listed(raw))["providers"]}
+            assert set(providers) == {"a", "c"}  # b no longer takes calls...
+            assert pid_alive(pids["b"])  # ...but still finishes the one it has
+            refused = await raw.tool("registry_invoke", provider="b", tool="pid")
+            assert refused["isError"] and "unknown provider 'b'" in refused["content"][0]["text"]
+        assert not outcome["b"].get("isError"), outcome["b"]  # the call in flight was not dropped
+        with anyio.fail_after(10):
+            while pid_alive(pids["b"]):
+                await anyio.sleep(0.05)  # drained, then stopped
+
+        # round robin now alternates between a (the same process as before) and c
+        seen = []
+        for _ in range(4):
+            result = await raw.tool("registry_invoke", provider="pool", tool="pid")
+            seen.append(structured(result)["result"])
+        assert pids["a"] in seen and len(set(seen)) == 2 and seen[0] != seen[1]
+
+        # a broken file is refused as a whole: what runs stays as it was
+        path.write_text(path.read_text().replace("round_robin", "round_and_round"))
+        raw.process.send_signal(signal.SIGHUP)
+        await anyio.sleep(1.0)
+        assert [m["id"] for m in (await listed(raw))["groups"][0]["members"]] == ["a", "c"]
+        still = await raw.tool("registry_invoke", provider="pool", tool="pid")
+        assert not still.get("isError"), still
+
+    events = kinds(tmp_path / "c-events.db")
+    reloaded = [json.loads(d) for k, d in events if k == "config_reloaded"]
+    assert reloaded[0]["added"] == ["c"] and reloaded[0]["removed"] == ["b"]
+    rebalanced = [json.loads(d) for k, d in events if k == "group_rebalanced"]
+    assert rebalanced[0]["provider_id"] == "pool"
+    assert rebalanced[0]["added"] == ["c"] and rebalanced[0]["removed"] == ["b"]
+    failed = [json.loads(d) for k, d in events if k == "config_reload_failed"]
+    assert "round_and_round" in failed[0]["error"]
+    stopped = [json.loads(d) for k, d in events if k == "provider_stopped" and json.loads(d)["provider_id"] == "b"]
+    assert stopped and "removed" in stopped[0]["reason"]
+
+
+async def test_a_changed_provider_is_replaced_and_an_unchanged_one_keeps_running(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "c.yaml", {"same": member("same"), "moved": member("v1")})
+    async with RawHangar.running(path) as raw:
+        await raw.initialize()
+        same = structured(await raw.tool("registry_invoke", provider="same", tool="pid"))["result"]
+        old = structured(await raw.tool("registry_invoke", provider="moved", tool="pid"))["result"]
+        write_config(path, {"same": member("same"), "moved": member("v2")})
+        raw.process.send_signal(signal.SIGHUP)
+        with anyio.fail_after(10):
+            while pid_alive(old):
+                await anyio.sleep(0.05)
+        new = structured(await raw.tool("registry_invoke", provider="moved", tool="pid"))["result"]
+        assert new != old
+        assert structured(await raw.tool("registry_invoke", provider="same", tool="pid"))["result"] == same
