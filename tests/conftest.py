@@ -173,13 +173,22 @@ class RawHangar:
         return json.loads(line)
 
     async def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One request; several tasks may have requests in flight at once (replies matched by id)."""
+        import anyio
+
         self._next_id += 1
         rid = self._next_id
+        self._replies: dict[Any, dict[str, Any]] = getattr(self, "_replies", {})
+        self._reading = getattr(self, "_reading", None) or anyio.Lock()
         await self.send({"jsonrpc": "2.0", "id": rid, "method": method, "params": params or {}})
-        while True:
-            reply = await self.receive()
-            if reply.get("id") == rid:
-                return reply
+        while rid not in self._replies:
+            async with self._reading:
+                if rid in self._replies:
+                    break
+                reply = await self.receive()
+                if "id" in reply:
+                    self._replies[reply["id"]] = reply
+        return self._replies.pop(rid)
 
     async def initialize(self) -> None:
         reply = await self.request(

@@ -3,9 +3,11 @@ it down again so that no task and no provider process outlives it."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from enum import Enum
@@ -15,10 +17,11 @@ import anyio
 import anyio.abc
 import structlog
 
-from mcp_hangar.config import LOOPBACK, ContainerProvider, LoadedConfig, SubprocessProvider
+from mcp_hangar.config import LOOPBACK, ConfigError, ContainerProvider, LoadedConfig, SubprocessProvider, load_config
 from mcp_hangar.domain import events as ev
 from mcp_hangar.launchers.channel import LaunchError
 from mcp_hangar.launchers.container import Containers
+from mcp_hangar.observability import logs
 from mcp_hangar.runtime.registry import Registry
 from mcp_hangar.security.policy import Guard
 from mcp_hangar.server.fastpath import FastPath
@@ -46,20 +49,12 @@ class Hangar:
         self.registry: Registry | None = None
         self.writer: EventWriter | None = None
         self._log_calls = log_calls
-        self.secrets = secrets_from(
-            (p.env for p in self.config.providers.values() if isinstance(p, SubprocessProvider | ContainerProvider)),
-            os.environ,
-            loaded.from_environment,
-        )
+        self.secrets = _secrets(loaded)
         self.replica_id = self.config.replica_id or f"{socket.gethostname()}-{os.getpid()}"
         self.metrics: Metrics | None = None
         self.guard = Guard(self.config, self.emit)
-        # The container engine, found on first use; only when a container provider is configured.
-        self.containers = (
-            Containers(self.config.container.host)
-            if any(isinstance(p, ContainerProvider) for p in self.config.providers.values())
-            else None
-        )
+        # The container engine, found on first use (never, without container providers).
+        self.containers = Containers(self.config.container.host)
 
     def emit(self, event: ev.DomainEvent) -> None:
         """Where every domain event goes: the event log, and the log. Per-call events are only
@@ -103,7 +98,7 @@ class Hangar:
                     containers=self.containers,
                 )
                 self.registry.start_background()
-                if self.containers is not None:
+                if any(isinstance(p, ContainerProvider) for p in self.config.providers.values()):
                     tg.start_soon(self._remove_leftovers, self.containers)
                 try:
                     yield self.registry, tg
@@ -113,11 +108,45 @@ class Hangar:
                         await self.writer.close()
                     tg.cancel_scope.cancel()
         finally:
-            if self.containers is not None:
-                self.containers.close()
+            self.containers.close()
             if store is not None:
                 with anyio.CancelScope(shield=True):
                     await store.close()
+
+    async def reload(self) -> None:
+        """Read the config file again and apply its providers and groups (SIGHUP).
+
+        A file that does not load is refused as a whole and changes nothing. Sections other than
+        providers and rate limits (server, auth, event store, logging, container engine) take a
+        restart; a reload that changes them says so.
+        """
+        assert self.registry is not None
+        try:
+            loaded = load_config(self.loaded.path)
+        except ConfigError as exc:
+            log.error("config.reload_refused", problems=exc.problems)
+            self.emit(ev.ConfigReloadFailed(provider_id=ev.CONFIG_STREAM, at=time.time(), error=str(exc)))
+            return
+        new = loaded.config
+        not_applied = [
+            name
+            for name in ("server", "auth", "event_store", "logging", "container", "replica_id")
+            if getattr(new, name) != getattr(self.config, name)
+        ]
+        # Old secrets stay masked too: providers being drained still print and fail with them.
+        self.secrets |= _secrets(loaded)
+        logs.mask_also(self.secrets)
+        if self.writer is not None:
+            modes = {pid: spec.audit.arguments for pid, spec in new.providers.items()}
+            self.writer.encoder = Encoder(modes, self.secrets)
+        self.guard.reconfigure(new)
+        if self.metrics is not None:
+            self.metrics.providers_known(list(new.providers))
+        applied = self.registry.apply(new, frozenset(self.secrets))
+        self.loaded, self.config = loaded, new
+        self.emit(dataclasses.replace(applied, not_applied=not_applied))
+        if not_applied:
+            log.warning("config.reload_needs_restart", sections=not_applied)
 
     @staticmethod
     async def _remove_leftovers(containers: Containers) -> None:
@@ -134,7 +163,7 @@ class Hangar:
     async def serve_stdio(self) -> None:
         """Serve one MCP client over stdin/stdout until it hangs up or we are signalled."""
         async with self.running() as (registry, tg):
-            tg.start_soon(_stop_on_signal, tg.cancel_scope)
+            tg.start_soon(_on_signals, tg.cancel_scope, self)
             server = build_server(registry, self.writer, self.guard)
             log.info(
                 "hangar.started",
@@ -161,7 +190,7 @@ class Hangar:
         readiness = http.Readiness(store_ok=lambda: self.writer is None or self.writer.running)
         try:
             async with self.running() as (registry, tg):
-                tg.start_soon(_stop_on_signal, tg.cancel_scope)
+                tg.start_soon(_on_signals, tg.cancel_scope, self)
                 server = build_server(registry, self.writer, self.guard)
                 authenticator = await self._authenticator(host, tg)
                 app = http.build_app(
@@ -214,7 +243,8 @@ class Hangar:
         return authenticator
 
     def _known_tool(self, provider: str, tool: str) -> bool:
-        return self.registry is not None and self.registry.get(provider).tool(tool) is not None
+        found = self.registry.lookup(provider) if self.registry is not None else None
+        return found is not None and found.tool(tool) is not None
 
 
 def _url_host(host: str) -> str:
@@ -236,9 +266,19 @@ def _fields(event: ev.DomainEvent) -> dict[str, Any]:
     return {k: v.value if isinstance(v, Enum) else v for k, v in data.items()}
 
 
-async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+def _secrets(loaded: LoadedConfig) -> set[str]:
+    envs = (p.env for p in loaded.config.providers.values() if isinstance(p, SubprocessProvider | ContainerProvider))
+    return secrets_from(envs, os.environ, loaded.from_environment)
+
+
+async def _on_signals(scope: anyio.CancelScope, hangar: Hangar) -> None:
+    """SIGTERM and SIGINT stop hangar; SIGHUP reloads the configuration."""
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
+            if signum == signal.SIGHUP:
+                log.info("config.reloading", path=str(hangar.loaded.path))
+                await hangar.reload()
+                continue
             log.info("hangar.stopping", reason=signal.Signals(signum).name)
             scope.cancel()
             return

@@ -215,6 +215,15 @@ async def test_containers_left_by_a_killed_hangar_are_removed_by_the_next_one(
                 while ours(engine, "box"):
                     await anyio.sleep(0.1)
             assert engine.api.containers(all=True, filters={"id": alive["Id"]}) != []
+
+            # and a hangar stopped the usual way leaves nothing behind
+            answer = await raw.tool("registry_invoke", provider="box", tool="echo", arguments={"message": "y"})
+            assert not answer.get("isError"), answer
+            assert len(ours(engine, "box")) == 1
+            raw.process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(20):
+                await raw.process.wait()
+        assert ours(engine, "box") == []
     finally:
         engine.api.remove_container(alive["Id"], force=True)
 

@@ -37,9 +37,11 @@ async def listed(raw: RawHangar) -> dict[str, Any]:
     return found
 
 
-def kinds(db: Path) -> list[tuple[str, str]]:
+def events_in(db: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(type, data with the stream as provider_id) for every event, in order."""
     with sqlite3.connect(db) as conn:
-        return [(k, d) for k, d in conn.execute("SELECT type, data FROM events ORDER BY position")]
+        rows = conn.execute("SELECT type, stream, data FROM events ORDER BY position")
+        return [(kind, {**json.loads(data), "provider_id": stream}) for kind, stream, data in rows]
 
 
 async def test_reload_adds_removes_and_rebalances_without_dropping_a_call(tmp_path: Path) -> None:
@@ -48,7 +50,7 @@ async def test_reload_adds_removes_and_rebalances_without_dropping_a_call(tmp_pa
         await raw.initialize()
         pids = {}
         for name in ("a", "b"):
-            pids[name] = structured(await raw.tool("registry_invoke", provider=name, tool="pid"))["result"]
+            pids[name] = structured(await raw.tool("registry_invoke", provider=name, tool="pid"))
 
         outcome: dict[str, Any] = {}
 
@@ -78,7 +80,7 @@ async def test_reload_adds_removes_and_rebalances_without_dropping_a_call(tmp_pa
         seen = []
         for _ in range(4):
             result = await raw.tool("registry_invoke", provider="pool", tool="pid")
-            seen.append(structured(result)["result"])
+            seen.append(structured(result))
         assert pids["a"] in seen and len(set(seen)) == 2 and seen[0] != seen[1]
 
         # a broken file is refused as a whole: what runs stays as it was
@@ -89,15 +91,16 @@ async def test_reload_adds_removes_and_rebalances_without_dropping_a_call(tmp_pa
         still = await raw.tool("registry_invoke", provider="pool", tool="pid")
         assert not still.get("isError"), still
 
-    events = kinds(tmp_path / "c-events.db")
-    reloaded = [json.loads(d) for k, d in events if k == "config_reloaded"]
+    events = events_in(tmp_path / "c-events.db")
+    reloaded = [d for k, d in events if k == "config_reloaded"]
+    assert reloaded[0]["provider_id"] == "hangar.config"
     assert reloaded[0]["added"] == ["c"] and reloaded[0]["removed"] == ["b"]
-    rebalanced = [json.loads(d) for k, d in events if k == "group_rebalanced"]
+    rebalanced = [d for k, d in events if k == "group_rebalanced"]
     assert rebalanced[0]["provider_id"] == "pool"
     assert rebalanced[0]["added"] == ["c"] and rebalanced[0]["removed"] == ["b"]
-    failed = [json.loads(d) for k, d in events if k == "config_reload_failed"]
-    assert "round_and_round" in failed[0]["error"]
-    stopped = [json.loads(d) for k, d in events if k == "provider_stopped" and json.loads(d)["provider_id"] == "b"]
+    failed = [d for k, d in events if k == "config_reload_failed"]
+    assert "c.yaml:18: provider 'pool': key 'strategy'" in failed[0]["error"]
+    stopped = [d for k, d in events if k == "provider_stopped" and d["provider_id"] == "b"]
     assert stopped and "removed" in stopped[0]["reason"]
 
 
@@ -105,13 +108,52 @@ async def test_a_changed_provider_is_replaced_and_an_unchanged_one_keeps_running
     path = write_config(tmp_path / "c.yaml", {"same": member("same"), "moved": member("v1")})
     async with RawHangar.running(path) as raw:
         await raw.initialize()
-        same = structured(await raw.tool("registry_invoke", provider="same", tool="pid"))["result"]
-        old = structured(await raw.tool("registry_invoke", provider="moved", tool="pid"))["result"]
+        same = structured(await raw.tool("registry_invoke", provider="same", tool="pid"))
+        old = structured(await raw.tool("registry_invoke", provider="moved", tool="pid"))
         write_config(path, {"same": member("same"), "moved": member("v2")})
         raw.process.send_signal(signal.SIGHUP)
         with anyio.fail_after(10):
             while pid_alive(old):
                 await anyio.sleep(0.05)
-        new = structured(await raw.tool("registry_invoke", provider="moved", tool="pid"))["result"]
+        new = structured(await raw.tool("registry_invoke", provider="moved", tool="pid"))
         assert new != old
-        assert structured(await raw.tool("registry_invoke", provider="same", tool="pid"))["result"] == same
+        assert structured(await raw.tool("registry_invoke", provider="same", tool="pid")) == same
+
+
+async def test_over_http_a_reload_updates_metrics_and_a_draining_call_is_still_counted(tmp_path: Path) -> None:
+    import httpx2
+    from mcp import Client
+
+    from tests.e2e.test_http import http_hangar
+
+    path = write_config(tmp_path / "c.yaml", {"old": member("old"), "pool": {"mode": "group", "members": ["old"]}})
+    async with http_hangar(path) as (base, process), Client(f"{base}/mcp", mode="legacy") as client:
+        warm = await client.call_tool("registry_invoke", {"provider": "old", "tool": "pid"})
+        assert not warm.is_error
+        outcome: dict[str, Any] = {}
+
+        async def long_call() -> None:
+            outcome["old"] = await client.call_tool(
+                "registry_invoke", {"provider": "old", "tool": "sleep", "arguments": {"seconds": 1.0}}
+            )
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(long_call)
+            await anyio.sleep(0.3)
+            write_config(path, {"new": member("new"), "pool": {"mode": "group", "members": ["new"]}})
+            process.send_signal(signal.SIGHUP)
+            async with httpx2.AsyncClient() as http:
+                with anyio.fail_after(10):
+                    while 'provider="new"' not in (metrics := (await http.get(f"{base}/metrics")).text):
+                        await anyio.sleep(0.05)
+        assert not outcome["old"].is_error, outcome["old"]
+        assert 'mcp_hangar_config_reloads_total{outcome="applied"} 1.0' in metrics
+        assert 'mcp_hangar_group_rebalances_total{group="pool"} 1.0' in metrics
+        assert 'mcp_hangar_provider_state{provider="old"' not in metrics
+        async with httpx2.AsyncClient() as http:
+            metrics = (await http.get(f"{base}/metrics")).text
+        assert 'mcp_hangar_tool_calls_total{outcome="ok",provider="old",tool="sleep"} 1.0' in metrics, [
+            line for line in metrics.splitlines() if "tool_calls_total" in line
+        ]
+        fresh = await client.call_tool("registry_invoke", {"provider": "new", "tool": "pid"})
+        assert not fresh.is_error

@@ -180,3 +180,33 @@ class ApiKeyChanged(DomainEvent):
     name: str
     role: str
     change: str  # created | revoked
+
+
+CONFIG_STREAM = "hangar.config"  # like SECURITY_STREAM: never a provider id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigReloaded(DomainEvent):
+    """A new configuration took effect: providers added, removed (drained, then stopped), replaced."""
+
+    kind: ClassVar[str] = "config_reloaded"
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+    not_applied: list[str]  # top-level sections that changed but take a restart
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigReloadFailed(DomainEvent):
+    kind: ClassVar[str] = "config_reload_failed"
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupRebalanced(DomainEvent):
+    """A group's members changed; calls spread over the new set from the next call on."""
+
+    kind: ClassVar[str] = "group_rebalanced"
+    members: list[str]
+    added: list[str]
+    removed: list[str]

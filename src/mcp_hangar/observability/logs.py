@@ -12,9 +12,18 @@ import structlog
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
+_masked: list[str] = []  # longest first, so a secret containing another is masked whole
+
+
+def mask_also(secrets: Iterable[str]) -> None:
+    """Add values to mask in every later log line (a config reload can bring new secrets)."""
+    _masked[:] = sorted(set(_masked) | set(secrets), key=len, reverse=True)
+
+
 def masking(secrets: Iterable[str]) -> structlog.typing.Processor:
     """A processor that replaces every known secret value in a log line's strings with ***."""
-    ordered = sorted(set(secrets), key=len, reverse=True)
+    mask_also(secrets)
+    ordered = _masked
 
     def mask(value: Any) -> Any:
         if isinstance(value, str):

@@ -61,6 +61,12 @@ class Metrics:
             "mcp_hangar_provider_recovery_attempts", "Restarts after a failure.", ["provider", "mode"], registry=r
         )
         self.crash_loops = Counter("mcp_hangar_provider_crash_loops", "Crash loops declared.", ["provider"], registry=r)
+        self.rebalances = Counter(
+            "mcp_hangar_group_rebalances", "Group member sets changed (config reload).", ["group"], registry=r
+        )
+        self.reloads = Counter(
+            "mcp_hangar_config_reloads", "Configuration reloads by outcome.", ["outcome"], registry=r
+        )
         self.health_checks = Counter(
             "mcp_hangar_health_checks", "Health checks by result.", ["provider", "result"], registry=r
         )
@@ -71,10 +77,20 @@ class Metrics:
         self.http_requests = Counter(
             "mcp_hangar_http_requests", "HTTP requests by route and status.", ["route", "status"], registry=r
         )
-        for pid in providers:
+        self._providers: set[str] = set()
+        self.providers_known(providers)
+
+    def providers_known(self, providers: list[str]) -> None:
+        """The configured providers (again, after a reload): new ones start cold, gone ones vanish."""
+        for pid in self._providers - set(providers):
+            for state in ProviderState:
+                self.state.remove(pid, state.value)
+            self.in_flight.remove(pid)
+        for pid in set(providers) - self._providers:
             for state in ProviderState:
                 self.state.labels(pid, state.value).set(1 if state == ProviderState.COLD else 0)
             self.in_flight.labels(pid).set(0)
+        self._providers = set(providers)
 
     def observe(self, event: ev.DomainEvent) -> None:
         pid = event.provider_id
@@ -106,6 +122,10 @@ class Metrics:
             self.recoveries.labels(pid, event.mode).inc()
         elif isinstance(event, ev.CrashLoop):
             self.crash_loops.labels(pid).inc()
+        elif isinstance(event, ev.GroupRebalanced):
+            self.rebalances.labels(pid).inc()
+        elif isinstance(event, ev.ConfigReloaded | ev.ConfigReloadFailed):
+            self.reloads.labels("applied" if isinstance(event, ev.ConfigReloaded) else "refused").inc()
         elif isinstance(event, ev.HealthCheckPassed | ev.HealthCheckFailed):
             result = "passed" if isinstance(event, ev.HealthCheckPassed) else "failed"
             self.health_checks.labels(pid, result).inc()

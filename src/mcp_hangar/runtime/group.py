@@ -30,15 +30,22 @@ NOT_RETRIED = " (not retried on another member: it reached one and the tool is n
 class Group:
     def __init__(self, group_id: str, spec: GroupProvider, members: list[Provider], emit: EventSink) -> None:
         self.id = group_id
+        self._emit = emit
+        self.spec = spec
+        self._balancer = Balancer(spec.strategy)
+        self.update(spec, members)
+        self.stats = {"invocations": 0, "failovers": 0}
+        self._back_at: dict[str, float | None] = {}  # when a member that was unavailable came back
+        self.last_error: str | None = None
+
+    def update(self, spec: GroupProvider, members: list[Provider]) -> None:
+        """Take a new definition and member set (config reload); calls in flight keep theirs."""
+        if spec.strategy != self.spec.strategy:
+            self._balancer = Balancer(spec.strategy)
         self.spec = spec
         self.members = members
         self._weights = {m.id: m.weight for m in spec.members}
         self._priorities = {m.id: m.priority for m in spec.members}
-        self._balancer = Balancer(spec.strategy)
-        self._emit = emit
-        self.stats = {"invocations": 0, "failovers": 0}
-        self._back_at: dict[str, float | None] = {}  # when a member that was unavailable came back
-        self.last_error: str | None = None
 
     # --- what callers see ------------------------------------------------------------------
 
@@ -133,8 +140,9 @@ class Group:
         if not order:
             raise CircuitOpen(f"group {self.id!r}: no member is available (all are dead or their circuits open)")
         failures: list[str] = []
+        members = {m.id: m for m in self.members}  # this call's view, should a reload change the set
         for n, candidate in enumerate(order):
-            member = next(m for m in self.members if m.id == candidate.id)
+            member = members[candidate.id]
             try:
                 return await member.call_tool(
                     tool,

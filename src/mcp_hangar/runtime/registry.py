@@ -10,7 +10,7 @@ import anyio
 import anyio.abc
 import structlog
 
-from mcp_hangar.config import Config, GroupProvider
+from mcp_hangar.config import Config, GroupProvider, ProviderConfig
 from mcp_hangar.domain import events as ev
 from mcp_hangar.domain.errors import UnknownProvider
 from mcp_hangar.domain.states import RUNNING
@@ -22,6 +22,7 @@ from mcp_hangar.store.base import StreamHistory
 log = structlog.get_logger("mcp_hangar.registry")
 
 TICK_S = 0.5  # how often the idle and health loops look at the providers
+DRAIN_POLL_S = 0.05
 
 
 class Registry:
@@ -39,19 +40,13 @@ class Registry:
     ) -> None:
         self._emit = emit
         self._tg = task_group
+        self._base_dir = base_dir
+        self._backpressure = backpressure
+        self.secrets = secrets
+        self._containers = containers
         histories = histories or {}
         self._providers = {
-            pid: Provider(
-                pid,
-                spec,
-                base_dir=base_dir,
-                emit=emit,
-                task_group=task_group,
-                history=histories.get(pid),
-                backpressure=backpressure,
-                secrets=secrets,
-                containers=containers,
-            )
+            pid: self._make_provider(pid, spec, histories.get(pid))
             for pid, spec in config.providers.items()
             if not isinstance(spec, GroupProvider)
         }
@@ -61,6 +56,20 @@ class Registry:
             if isinstance(spec, GroupProvider)
         }
         self._checking: set[str] = set()
+        self._retiring: set[Provider] = set()  # removed by a reload, finishing their calls
+
+    def _make_provider(self, pid: str, spec: ProviderConfig, history: StreamHistory | None = None) -> Provider:
+        return Provider(
+            pid,
+            spec,
+            base_dir=self._base_dir,
+            emit=self._emit,
+            task_group=self._tg,
+            history=history,
+            backpressure=self._backpressure,
+            secrets=self.secrets,
+            containers=self._containers,
+        )
 
     def __iter__(self) -> Iterator[Provider]:
         return iter(self._providers.values())
@@ -74,6 +83,12 @@ class Registry:
             known = ", ".join(sorted([*self._providers, *self._groups])) or "none configured"
             raise UnknownProvider(f"unknown provider {provider_id!r} (known: {known})")
         return found
+
+    def lookup(self, provider_id: str) -> Provider | Group | None:
+        """Like ``get``, without raising, and also finding providers a reload removed that are
+        still finishing their calls (their events keep arriving)."""
+        found = self._providers.get(provider_id) or self._groups.get(provider_id)
+        return found or next((p for p in self._retiring if p.id == provider_id), None)
 
     def groups(self) -> list[Group]:
         return list(self._groups.values())
@@ -120,5 +135,74 @@ class Registry:
         """Stop every provider at once; used on shutdown, so it shields itself from cancellation."""
         with anyio.CancelScope(shield=True):
             async with anyio.create_task_group() as tg:
-                for provider in self:
+                for provider in [*self, *self._retiring]:
                     tg.start_soon(provider.stop, reason)
+
+    # --- reload ---------------------------------------------------------------------------
+
+    def apply(self, config: Config, secrets: frozenset[str] | None = None) -> ev.ConfigReloaded:
+        """Make the providers and groups those of ``config``, at once and without dropping a call.
+
+        A provider that is gone, or whose definition changed, leaves the registry now (new calls
+        no longer reach it), finishes the calls it has, then stops; a changed one is replaced by a
+        fresh instance that starts on its next call. Unchanged providers keep running untouched.
+        Groups take their new member sets from the next call on.
+        """
+        if secrets is not None:
+            self.secrets = secrets
+        now = time.time()
+        new_specs = {pid: spec for pid, spec in config.providers.items() if not isinstance(spec, GroupProvider)}
+        added = [pid for pid in new_specs if pid not in self._providers]
+        removed = [pid for pid in self._providers if pid not in new_specs]
+        changed = [
+            pid for pid, spec in new_specs.items() if pid in self._providers and self._providers[pid].spec != spec
+        ]
+        for pid in [*removed, *changed]:
+            old = self._providers.pop(pid)
+            why = "removed from the configuration" if pid in removed else "its configuration changed"
+            self._retire(old, why)
+        for pid in [*added, *changed]:
+            self._providers[pid] = self._make_provider(pid, new_specs[pid])
+        groups: dict[str, Group] = {}
+        for gid, spec in config.providers.items():
+            if not isinstance(spec, GroupProvider):
+                continue
+            members = [self._providers[m.id] for m in spec.members]
+            group = self._groups.get(gid)
+            if group is None:
+                groups[gid] = Group(gid, spec, members, self._emit)
+                continue
+            before = [m.id for m in group.members]
+            swapped = [m.id for m in group.members if self._providers.get(m.id) is not m]
+            group.update(spec, members)
+            after = [m.id for m in members]
+            if before != after or swapped:
+                self._emit(
+                    ev.GroupRebalanced(
+                        provider_id=gid,
+                        at=now,
+                        members=after,
+                        added=[m for m in after if m not in before or m in swapped],
+                        removed=[m for m in before if m not in after or m in swapped],
+                    )
+                )
+            groups[gid] = group
+        self._groups = groups
+        return ev.ConfigReloaded(
+            provider_id=ev.CONFIG_STREAM, at=now, added=added, removed=removed, changed=changed, not_applied=[]
+        )
+
+    def _retire(self, provider: Provider, why: str) -> None:
+        self._retiring.add(provider)
+        self._tg.start_soon(self._drain_then_stop, provider, why)
+
+    async def _drain_then_stop(self, provider: Provider, why: str) -> None:
+        """Let the calls in flight finish (up to their own timeout), then stop the provider."""
+        try:
+            deadline = time.monotonic() + provider.spec.call_timeout_s + 1
+            while provider.in_flight and time.monotonic() < deadline:  # noqa: ASYNC110 (a count, not an event)
+                await anyio.sleep(DRAIN_POLL_S)
+            log.info("provider.retired", provider=provider.id, reason=why)
+            await provider.stop(f"{why} (drained)")
+        finally:
+            self._retiring.discard(provider)

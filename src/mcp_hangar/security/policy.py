@@ -44,9 +44,22 @@ class Guard:
     _provider_buckets: dict[str, TokenBucket] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for pid, spec in self.config.providers.items():
-            if spec.rate_limit is not None:
-                self._provider_buckets[pid] = TokenBucket(spec.rate_limit.rate, spec.rate_limit.burst)
+        self.reconfigure(self.config)
+
+    def reconfigure(self, config: Config) -> None:
+        """Take a reloaded configuration; buckets of unchanged limits keep their state."""
+        old = self.config.providers
+        self.config = config
+        buckets = {}
+        for pid, spec in config.providers.items():
+            if spec.rate_limit is None:
+                continue
+            kept = self._provider_buckets.get(pid)
+            same = pid in old and old[pid].rate_limit == spec.rate_limit
+            buckets[pid] = (
+                kept if kept is not None and same else TokenBucket(spec.rate_limit.rate, spec.rate_limit.burst)
+            )
+        self._provider_buckets = buckets
 
     def check_call(
         self, principal: Principal | None, tool: str, provider: str | None, client: str | None = None

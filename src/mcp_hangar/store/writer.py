@@ -31,7 +31,7 @@ CLOSE_TIMEOUT_S = 10.0
 class EventWriter:
     def __init__(self, store: EventStore, encoder: Encoder, replica: str, max_backlog: int = 10_000) -> None:
         self.store = store
-        self._encoder = encoder
+        self.encoder = encoder  # replaced on a config reload (new secrets, audit modes)
         self._replica = replica
         self._max_backlog = max_backlog
         self._queue: collections.deque[ev.DomainEvent] = collections.deque()
@@ -120,7 +120,7 @@ class EventWriter:
             at=event.at,
             correlation_id=getattr(event, "correlation_id", None),
             principal=getattr(event, "principal", None),
-            data=self._encoder.data(event),
+            data=self.encoder.data(event),
         )
 
     async def _append(self, records: list[Record]) -> None:
