@@ -78,6 +78,11 @@ async def test_a_container_provider_runs_isolated_and_is_removed_on_stop(
         )
         assert not result.is_error, text(result)
         assert text(result) == "Echo: boxed"
+        big = "0123456789" * 30_000  # a message of many engine frames, both ways
+        result = await client.call_tool(
+            "registry_invoke", {"provider": "box", "tool": "echo", "arguments": {"message": big}}
+        )
+        assert text(result) == f"Echo: {big}"
 
         [found] = ours(engine, "box")
         info = engine.api.inspect_container(found["Id"])

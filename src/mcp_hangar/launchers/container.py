@@ -42,7 +42,9 @@ LABEL_INSTANCE = "mcp.hangar.instance"
 STOP_GRACE_S = 3
 EXIT_AFTER_EOF_S = 0.5  # an MCP server whose stdin closed usually exits at once
 PING_TIMEOUT_S = 5
-STDOUT, STDERR = 1, 2
+STDERR = 2
+FRAME_HEADER = 8
+READ_CHUNK = 256 * 1024
 
 T = TypeVar("T")
 
@@ -416,6 +418,7 @@ class ContainerChannel:
         self._lines = CoalescingWriter(writer)
         self._stderr = stderr
         self._on_stderr = on_stderr
+        self._raw = bytearray()  # received, not yet demultiplexed
         self._out = bytearray()
         self._scanned = 0  # how much of _out holds no newline
         self._err = bytearray()
@@ -449,21 +452,37 @@ class ContainerChannel:
                 return rest or None
 
     async def _read_frame(self) -> bool:
-        """Read one frame of the engine's stream framing: 1 byte stream, 3 zero, 4 bytes size."""
+        """Read what has arrived and demultiplex every whole frame in it; False at the end.
+
+        The engine's framing: 1 byte stream (1 stdout, 2 stderr), 3 zero bytes, 4 bytes size
+        (big-endian), then the payload. One read usually holds several frames under load.
+        """
         if self._eof:
             return False
         try:
-            header = await self._reader.readexactly(8)
-            payload = await self._reader.readexactly(int.from_bytes(header[4:8], "big"))
-        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            data = await self._reader.read(READ_CHUNK)
+        except (ConnectionError, OSError):
+            data = b""
+        if not data:
             self._eof = True
             self._flush_stderr(final=True)
             return False
-        if header[0] == STDERR:
-            self._err += payload
+        raw = self._raw
+        raw += data
+        start = 0
+        while len(raw) - start >= FRAME_HEADER:
+            end = start + FRAME_HEADER + int.from_bytes(raw[start + 4 : start + FRAME_HEADER], "big")
+            if len(raw) < end:
+                break
+            payload = raw[start + FRAME_HEADER : end]
+            if raw[start] == STDERR:
+                self._err += payload
+            else:
+                self._out += payload
+            start = end
+        del raw[:start]
+        if self._err:
             self._flush_stderr()
-        else:
-            self._out += payload
         return True
 
     def _flush_stderr(self, final: bool = False) -> None:
