@@ -31,7 +31,7 @@ import yaml
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
-from stdio import EVERYTHING, Call, caller, through_hangar
+from stdio import EVERYTHING, Call, caller, markdown_table, through_hangar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.podman import IMAGE, RUNTIME_VOLUMES, podman_service
@@ -196,18 +196,14 @@ async def main(calls: int, starts: int, out: Path | None) -> None:
                 f"{h_warm / d_warm:.2f}x (+{h_warm - d_warm:.2f} ms)",
             )
         )
-    header = ["measure", "direct", "through hangar", "hangar vs direct"]
-    lines = [
+    table = markdown_table(
         f"server-everything as subprocess, Podman container ({IMAGE}, runc) and streamable HTTP server; "
         f"{calls} warm calls each in 4 alternating rounds; {platform.python_implementation()} "
         f"{platform.python_version()}, {os.cpu_count()} cores. Container direct = `podman run --rm -i` "
         "with the same isolation flags.",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *("| " + " | ".join(row) + " |" for row in rows),
-    ]
-    table = "\n".join(lines)
+        ["measure", "direct", "through hangar", "hangar vs direct"],
+        rows,
+    )
     print(table)
     if out is not None:
         out.write_text(table + "\n")

@@ -98,6 +98,18 @@ async def sleeps(call: Call, count: int = 16, seconds: float = 0.2) -> float:
     return time.perf_counter() - t0
 
 
+def markdown_table(caption: str, header: list[str], rows: list[tuple[str, ...]]) -> str:
+    """A caption line, then the rows as a markdown table: what every benchmark prints."""
+    lines = [
+        caption,
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+    return "\n".join(lines)
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -193,17 +205,13 @@ async def main(calls: int, rounds: int, out: Path | None) -> None:
         ),
         ("hangar spawn to initialized (median of 5)", "", ms(statistics.median(hangar_init)), ""),
     ]
-    header = ["measure", "direct", "through hangar", "hangar vs direct"]
-    lines = [
+    table = markdown_table(
         f"server-everything over stdio; {calls} sequential calls, {calls * 4} calls per throughput round, "
         f"in {rounds} alternating rounds (throughput: median round); "
         f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} cores",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *("| " + " | ".join(r) + " |" for r in rows),
-    ]
-    table = "\n".join(lines)
+        ["measure", "direct", "through hangar", "hangar vs direct"],
+        rows,
+    )
     print(table)
     if out is not None:
         out.write_text(

@@ -95,6 +95,7 @@ async def test_reload_adds_removes_and_rebalances_without_dropping_a_call(tmp_pa
     reloaded = [d for k, d in events if k == "config_reloaded"]
     assert reloaded[0]["provider_id"] == "hangar.config"
     assert reloaded[0]["added"] == ["c"] and reloaded[0]["removed"] == ["b"]
+    assert reloaded[0]["changed"] == ["pool"] and reloaded[0]["not_applied"] == []
     rebalanced = [d for k, d in events if k == "group_rebalanced"]
     assert rebalanced[0]["provider_id"] == "pool"
     assert rebalanced[0]["added"] == ["c"] and rebalanced[0]["removed"] == ["b"]

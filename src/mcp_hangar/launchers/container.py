@@ -356,6 +356,7 @@ class Containers:
             raw = await engine.run(self._attach, api, container_id)
             await engine.run(api.start, container_id)
             info = await engine.run(api.inspect_container, container_id)
+            reader, writer = await asyncio.open_connection(sock=raw, limit=MAX_MESSAGE_BYTES)
         except BaseException as exc:
             if raw is not None:
                 raw.close()
@@ -368,7 +369,6 @@ class Containers:
                     f"on {engine.url}: {_short(exc)}"
                 ) from None
             raise
-        reader, writer = await asyncio.open_connection(sock=raw, limit=MAX_MESSAGE_BYTES)
         log.info("container.started", provider=provider_id, container=container_id[:12], name=name)
         return ContainerChannel(
             engine,

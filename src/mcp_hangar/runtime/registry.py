@@ -164,6 +164,7 @@ class Registry:
         for pid in [*added, *changed]:
             self._providers[pid] = self._make_provider(pid, new_specs[pid])
         groups: dict[str, Group] = {}
+        old_groups = {gid: g.spec for gid, g in self._groups.items()}
         for gid, spec in config.providers.items():
             if not isinstance(spec, GroupProvider):
                 continue
@@ -187,6 +188,9 @@ class Registry:
                     )
                 )
             groups[gid] = group
+        added += [gid for gid in groups if gid not in self._groups]
+        removed += [gid for gid in self._groups if gid not in groups]
+        changed += [gid for gid, g in groups.items() if gid in self._groups and g.spec != old_groups.get(gid)]
         self._groups = groups
         return ev.ConfigReloaded(
             provider_id=ev.CONFIG_STREAM, at=now, added=added, removed=removed, changed=changed, not_applied=[]
