@@ -290,3 +290,51 @@ async def test_exposed_without_auth_needs_explicit_consent(tmp_path: Path) -> No
         http = httpx2.AsyncClient()
         async with http, Client(streamable_http_client(f"{local}/mcp", http_client=http)) as client:
             assert not (await client.call_tool("registry_list", {})).is_error
+
+
+async def test_jwt_with_a_static_public_key_from_the_environment_and_keys_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    monkeypatch.setenv("TEST_JWT_PUBLIC_KEY", pem.decode())
+    path = write_config(
+        tmp_path / "config.yaml",
+        {"everything": {"mode": "subprocess", "command": everything_command()}},
+        auth={"enabled": True, "jwt": {"public_key": "${TEST_JWT_PUBLIC_KEY}", "audience": AUDIENCE}},
+    )
+
+    def es256(**claims: Any) -> str:
+        body = {"sub": "bob", "aud": AUDIENCE, "exp": int(time.time() + 300), "roles": "user", **claims}
+        return jwt.encode(body, key, algorithm="ES256")
+
+    kept = make_key(path, "viewer", "dashboard")
+    gone = make_key(path, "admin", "old-admin")
+    subprocess.run(
+        [sys.executable, "-m", "mcp_hangar", "keys", "revoke", gone.split("_")[1], "--config", str(path)], check=True
+    )
+    listed = subprocess.run(
+        [sys.executable, "-m", "mcp_hangar", "keys", "list", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rows = {line.split("│")[2].strip(): line for line in listed.splitlines() if line.count("│") >= 6}
+    assert set(rows) == {"dashboard", "old-admin"}
+    assert kept.split("_")[1] in rows["dashboard"] and "viewer" in rows["dashboard"]
+    assert rows["dashboard"].rstrip("│ ").endswith("-")  # not revoked
+    assert not rows["old-admin"].rstrip("│ ").endswith("-")  # revoked, with its time
+    assert kept not in listed and gone not in listed and kept.split("_")[2] not in listed  # never the secret
+
+    async with http_hangar(path) as (base, _):
+        result = await invoke_as(base, es256(), "registry_invoke", ECHO)
+        assert not result.is_error and result.content[0].text == "Echo: hi"  # type: ignore[union-attr]
+        other = ec.generate_private_key(ec.SECP256R1())
+        forged = jwt.encode({"sub": "eve", "aud": AUDIENCE, "roles": "admin"}, other, algorithm="ES256")
+        response = await post(base, call_body("registry_list", {}), {"authorization": f"Bearer {forged}"})
+        assert response.status_code == 401 and "the token is not valid" in response.text
+        response = await post(base, call_body("registry_list", {}), {"authorization": f"Bearer {gone}"})
+        assert response.status_code == 401 and "revoked" in response.text
