@@ -140,13 +140,13 @@ class RawHangar:
 
     @classmethod
     @asynccontextmanager
-    async def running(cls, config: Path) -> AsyncIterator[RawHangar]:
+    async def running(cls, config: Path, *extra: str) -> AsyncIterator[RawHangar]:
         import subprocess
 
         import anyio
 
         process = await anyio.open_process(
-            [sys.executable, "-m", "mcp_hangar", "--config", str(config)],
+            [sys.executable, "-m", "mcp_hangar", "--config", str(config), *extra],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

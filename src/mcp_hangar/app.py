@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from enum import Enum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -43,8 +44,9 @@ _CALL_EVENTS = (ev.ToolInvoked, ev.ToolCompleted, ev.HealthCheckPassed)
 
 
 class Hangar:
-    def __init__(self, loaded: LoadedConfig, *, log_calls: bool = False) -> None:
+    def __init__(self, loaded: LoadedConfig, *, log_calls: bool = False, watch_config: bool = False) -> None:
         self.loaded = loaded
+        self._watch_config = watch_config
         self.config = loaded.config
         self.registry: Registry | None = None
         self.writer: EventWriter | None = None
@@ -100,6 +102,8 @@ class Hangar:
                 self.registry.start_background()
                 if any(isinstance(p, ContainerProvider) for p in self.config.providers.values()):
                     tg.start_soon(self._remove_leftovers, self.containers)
+                if self._watch_config:
+                    tg.start_soon(self._reload_on_change)
                 try:
                     yield self.registry, tg
                 finally:
@@ -147,6 +151,26 @@ class Hangar:
         self.emit(dataclasses.replace(applied, not_applied=not_applied))
         if not_applied:
             log.warning("config.reload_needs_restart", sections=not_applied)
+
+    async def _reload_on_change(self) -> None:
+        """--watch: reload when the config file's content changes. The folder is watched, not the
+        file, so editors that write a new file and rename it, and Kubernetes ConfigMap volumes
+        (which swap a ``..data`` symlink), are seen too."""
+        from watchfiles import awatch
+
+        path = self.loaded.path
+        seen = _read_bytes(path)
+        names = {path.name, "..data"}
+        log.info("config.watching", path=str(path))
+        async for _ in awatch(
+            path.parent, watch_filter=lambda _, changed: Path(changed).name in names, debounce=300, recursive=False
+        ):
+            content = _read_bytes(path)
+            if content == seen or content is None:
+                continue  # touched, or gone for a moment in the middle of a write
+            seen = content
+            log.info("config.reloading", path=str(path), trigger="file changed")
+            await self.reload()
 
     @staticmethod
     async def _remove_leftovers(containers: Containers) -> None:
@@ -264,6 +288,13 @@ def _fields(event: ev.DomainEvent) -> dict[str, Any]:
     for key in _NOT_LOGGED:
         data.pop(key, None)
     return {k: v.value if isinstance(v, Enum) else v for k, v in data.items()}
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def _secrets(loaded: LoadedConfig) -> set[str]:

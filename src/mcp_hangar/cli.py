@@ -79,6 +79,14 @@ PortOption = Annotated[
 LogLevelOption = Annotated[
     str | None, typer.Option("--log-level", help="debug, info, warning or error (overrides the config).")
 ]
+WatchOption = Annotated[
+    bool,
+    typer.Option(
+        "--watch",
+        envvar="MCP_HANGAR_WATCH",
+        help="Reload the config when its file changes (SIGHUP always does).",
+    ),
+]
 
 
 @app.callback(invoke_without_command=True)
@@ -89,6 +97,7 @@ def main_callback(
     host: HostOption = None,
     port: PortOption = None,
     log_level: LogLevelOption = None,
+    watch: WatchOption = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
@@ -96,7 +105,7 @@ def main_callback(
     """Without a command: serve the configured providers (stdio by default)."""
     if ctx.invoked_subcommand is not None:
         return
-    serve(config=config, http=http, host=host, port=port, log_level=log_level)
+    serve(config=config, http=http, host=host, port=port, log_level=log_level, watch=watch)
 
 
 @app.command()
@@ -106,6 +115,7 @@ def serve(
     host: HostOption = None,
     port: PortOption = None,
     log_level: LogLevelOption = None,
+    watch: WatchOption = False,
 ) -> None:
     """Serve the configured providers: over stdio (one desktop client) or HTTP (many clients)."""
     from mcp_hangar.app import Hangar
@@ -115,7 +125,7 @@ def serve(
     if level not in logs.LEVELS:
         err.print(f"[red]error:[/] --log-level must be one of {', '.join(logs.LEVELS)}, not {level!r}")
         raise typer.Exit(2)
-    hangar = Hangar(loaded, log_calls=level == "debug")
+    hangar = Hangar(loaded, log_calls=level == "debug", watch_config=watch)
     logs.configure(level, loaded.config.logging.format, hangar.secrets)
     settings = loaded.config.server
     bind_host = host or settings.host

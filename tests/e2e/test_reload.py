@@ -158,3 +158,25 @@ async def test_over_http_a_reload_updates_metrics_and_a_draining_call_is_still_c
         ]
         fresh = await client.call_tool("registry_invoke", {"provider": "new", "tool": "pid"})
         assert not fresh.is_error
+
+
+async def test_with_watch_a_changed_file_is_reloaded_without_a_signal(tmp_path: Path) -> None:
+    import os
+
+    path = write_config(tmp_path / "c.yaml", {"a": member("a")})
+    async with RawHangar.running(path, "--watch") as raw:
+        await raw.initialize()
+        await anyio.sleep(0.5)  # the watcher is set up
+        # as editors and Kubernetes do: a new file renamed over the old one
+        staged = write_config(tmp_path / "staged.yaml", {"a": member("a"), "b": member("b")})
+        staged.write_text(staged.read_text().replace("staged-events.db", "c-events.db"))
+        os.replace(staged, path)
+        with anyio.fail_after(10):
+            while {p["id"] for p in (await listed(raw))["providers"]} != {"a", "b"}:
+                await anyio.sleep(0.1)
+        ok = await raw.tool("registry_invoke", provider="b", tool="pid")
+        assert not ok.get("isError"), ok
+        path.touch()  # the same content: nothing to do
+        await anyio.sleep(1.0)
+    reloads = [d for k, d in events_in(tmp_path / "c-events.db") if k == "config_reloaded"]
+    assert len(reloads) == 1 and reloads[0]["added"] == ["b"]
