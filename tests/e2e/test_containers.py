@@ -6,6 +6,7 @@ machine's Node.js or Python read-only, so real MCP servers run inside without an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -296,3 +297,40 @@ def test_volume_form_is_checked_when_the_config_is_loaded(tmp_path: Path) -> Non
     assert "bad.yaml:6: provider 'box': key 'volumes.0': volume '/data': expected 'host:/container/path'" in str(
         err.value
     )
+
+
+async def test_an_image_removed_while_hangar_runs_is_built_again(
+    tmp_path: Path, container_host: str, engine: Any
+) -> None:
+    tag = f"localhost/hangar-rebuilt-{os.getpid()}:{int(time.time())}"
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "Dockerfile").write_text(f"FROM {IMAGE}\n")
+    config = write_config(
+        tmp_path / "c.yaml",
+        {"built": everything_in_container(image=tag, build={"context": "img"})},
+        container={"host": container_host},
+    )
+    try:
+        async with hangar(config) as client:
+            first = await client.call_tool(
+                "registry_invoke", {"provider": "built", "tool": "echo", "arguments": {"message": "m"}}
+            )
+            assert not first.is_error, text(first)
+            await client.call_tool("registry_stop", {"provider": "built"})
+            engine.images.remove(tag, force=True)
+            gone = await client.call_tool(
+                "registry_invoke", {"provider": "built", "tool": "echo", "arguments": {"message": "m"}}
+            )
+            assert gone.is_error and tag in text(gone)  # reported, and forgotten
+            with anyio.fail_after(30):
+                while (
+                    again := await client.call_tool(
+                        "registry_invoke", {"provider": "built", "tool": "echo", "arguments": {"message": "m"}}
+                    )
+                ).is_error:
+                    assert "next start allowed" in text(again) or tag in text(again), text(again)
+                    await anyio.sleep(0.5)
+            assert engine.images.get(tag)
+    finally:
+        with contextlib.suppress(Exception):
+            engine.images.remove(tag, force=True)

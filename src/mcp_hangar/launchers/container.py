@@ -363,6 +363,9 @@ class Containers:
             if container_id is not None:
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await engine.run(api.remove_container, container_id, force=True)
+            if container_id is None and getattr(exc, "status_code", None) == 404:
+                # The image went away since we checked (removed by hand?): check, build or pull again.
+                self._images.pop(spec.image, None)
             if isinstance(exc, Exception) and not isinstance(exc, LaunchError):
                 raise LaunchError(
                     f"provider {provider_id!r}: cannot start a container from image {spec.image!r} "
