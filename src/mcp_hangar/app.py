@@ -52,6 +52,7 @@ class Hangar:
         self.writer: EventWriter | None = None
         self._log_calls = log_calls
         self.secrets = _secrets(loaded)
+        self.masker = logs.Masker(self.secrets)  # log lines: cli.py installs it
         self.replica_id = self.config.replica_id or f"{socket.gethostname()}-{os.getpid()}"
         self.metrics: Metrics | None = None
         self.guard = Guard(self.config, self.emit)
@@ -139,7 +140,7 @@ class Hangar:
         ]
         # Old secrets stay masked too: providers being drained still print and fail with them.
         self.secrets |= _secrets(loaded)
-        logs.mask_also(self.secrets)
+        self.masker.add(self.secrets)
         if self.writer is not None:
             modes = {pid: spec.audit.arguments for pid, spec in new.providers.items()}
             self.writer.encoder = Encoder(modes, self.secrets)

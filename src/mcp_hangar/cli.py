@@ -126,7 +126,7 @@ def serve(
         err.print(f"[red]error:[/] --log-level must be one of {', '.join(logs.LEVELS)}, not {level!r}")
         raise typer.Exit(2)
     hangar = Hangar(loaded, log_calls=level == "debug", watch_config=watch)
-    logs.configure(level, loaded.config.logging.format, hangar.secrets)
+    logs.configure(level, loaded.config.logging.format, hangar.masker)
     settings = loaded.config.server
     bind_host = host or settings.host
     if http:

@@ -12,38 +12,36 @@ import structlog
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
-_masked: list[str] = []  # longest first, so a secret containing another is masked whole
+class Masker:
+    """A log processor that replaces every known secret value in a line's strings with ***.
 
+    The app owns it and adds to it (a config reload can bring new secrets); longest first, so a
+    secret containing another is masked whole.
+    """
 
-def mask_also(secrets: Iterable[str]) -> None:
-    """Add values to mask in every later log line (a config reload can bring new secrets)."""
-    _masked[:] = sorted(set(_masked) | set(secrets), key=len, reverse=True)
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._ordered: list[str] = []
+        self.add(secrets)
 
+    def add(self, secrets: Iterable[str]) -> None:
+        self._ordered = sorted(set(self._ordered) | set(secrets), key=len, reverse=True)
 
-def masking(secrets: Iterable[str]) -> structlog.typing.Processor:
-    """A processor that replaces every known secret value in a log line's strings with ***."""
-    mask_also(secrets)
-    ordered = _masked
-
-    def mask(value: Any) -> Any:
-        if isinstance(value, str):
-            for secret in ordered:
-                if secret in value:
-                    value = value.replace(secret, "***")
+    def _mask(self, value: str) -> str:
+        for secret in self._ordered:
+            if secret in value:
+                value = value.replace(secret, "***")
         return value
 
-    def processor(logger: Any, name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    def __call__(self, logger: Any, name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         for key, value in event.items():
             if isinstance(value, str):
-                event[key] = mask(value)
+                event[key] = self._mask(value)
             elif isinstance(value, list | tuple | dict):
-                event[key] = mask(str(value))
+                event[key] = self._mask(str(value))
         return event
 
-    return processor
 
-
-def configure(level: str = "info", fmt: str = "text", secrets: Iterable[str] = ()) -> None:
+def configure(level: str = "info", fmt: str = "text", masker: Masker | None = None) -> None:
     renderer: structlog.typing.Processor
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()
@@ -51,7 +49,7 @@ def configure(level: str = "info", fmt: str = "text", secrets: Iterable[str] = (
         renderer = structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"], sort_keys=False)
     structlog.configure(
         processors=[
-            masking(secrets),
+            masker or Masker(),
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
