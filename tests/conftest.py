@@ -155,6 +155,12 @@ class RawHangar:
         try:
             yield raw
         finally:
+            # As a client leaves: stdin closed, so hangar stops and writes its last events;
+            # killed only if it does not exit (a test may have killed it already).
+            if process.returncode is None:
+                with anyio.move_on_after(15):
+                    await process.stdin.aclose()
+                    await process.wait()
             if process.returncode is None:
                 process.kill()
             await process.wait()

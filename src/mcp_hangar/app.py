@@ -18,7 +18,17 @@ import anyio
 import anyio.abc
 import structlog
 
-from mcp_hangar.config import LOOPBACK, ConfigError, ContainerProvider, LoadedConfig, SubprocessProvider, load_config
+from mcp_hangar.config import (
+    LOOPBACK,
+    Config,
+    ConfigError,
+    ContainerProvider,
+    LoadedConfig,
+    SubprocessProvider,
+    load_config,
+)
+from mcp_hangar.discovery.reconcile import Discovery
+from mcp_hangar.discovery.sources import Found, build_sources
 from mcp_hangar.domain import events as ev
 from mcp_hangar.launchers.channel import LaunchError
 from mcp_hangar.launchers.container import Containers
@@ -41,6 +51,7 @@ log = structlog.get_logger("mcp_hangar")
 
 # Per-call events are many and cheap; they are logged at debug so the call path stays quiet.
 _CALL_EVENTS = (ev.ToolInvoked, ev.ToolCompleted, ev.HealthCheckPassed)
+FIRST_DISCOVERY_S = 10.0  # hangar serves after this even if a discovery source is slow
 
 
 class Hangar:
@@ -53,6 +64,8 @@ class Hangar:
         self._log_calls = log_calls
         self.secrets = _secrets(loaded)
         self.masker = logs.Masker(self.secrets)  # log lines: cli.py installs it
+        self.discovered: dict[str, Found] = {}
+        self.discovery: Discovery | None = None
         self.replica_id = self.config.replica_id or f"{socket.gethostname()}-{os.getpid()}"
         self.metrics: Metrics | None = None
         self.guard = Guard(self.config, self.emit)
@@ -105,6 +118,8 @@ class Hangar:
                     tg.start_soon(self._remove_leftovers, self.containers)
                 if self._watch_config:
                     tg.start_soon(self._reload_on_change)
+                if self.config.discovery.sources:
+                    await self._start_discovery(self.registry, tg)
                 try:
                     yield self.registry, tg
                 finally:
@@ -135,23 +150,67 @@ class Hangar:
         new = loaded.config
         not_applied = [
             name
-            for name in ("server", "auth", "event_store", "logging", "container", "replica_id")
+            for name in ("server", "auth", "event_store", "logging", "container", "discovery", "replica_id")
             if getattr(new, name) != getattr(self.config, name)
         ]
         # Old secrets stay masked too: providers being drained still print and fail with them.
-        self.secrets |= _secrets(loaded)
-        self.masker.add(self.secrets)
-        if self.writer is not None:
-            modes = {pid: spec.audit.arguments for pid, spec in new.providers.items()}
-            self.writer.encoder = Encoder(modes, self.secrets)
-        self.guard.reconfigure(new)
-        if self.metrics is not None:
-            self.metrics.providers_known(list(new.providers))
-        applied = self.registry.apply(new, frozenset(self.secrets))
+        self._add_secrets(_secrets(loaded))
+        applied = self._apply_providers(new)
         self.loaded, self.config = loaded, new
         self.emit(dataclasses.replace(applied, not_applied=not_applied))
         if not_applied:
             log.warning("config.reload_needs_restart", sections=not_applied)
+
+    def _add_secrets(self, found: set[str] | frozenset[str]) -> None:
+        if found <= self.secrets:
+            return
+        self.secrets |= found
+        self.masker.add(self.secrets)
+        if self.writer is not None:
+            self.writer.encoder = Encoder(self._audit_modes(self.config), self.secrets)
+
+    def _audit_modes(self, config: Config) -> dict[str, str]:
+        modes = {pid: spec.audit.arguments for pid, spec in config.providers.items()}
+        return {**{pid: f.spec.audit.arguments for pid, f in self.discovered.items()}, **modes}
+
+    def _apply_providers(self, static: Config) -> ev.ConfigReloaded:
+        """Make the registry hold the config file's providers plus the discovered ones (the file
+        wins where both name an id); guard, metrics and the event encoder follow."""
+        assert self.registry is not None
+        discovered = {pid: f for pid, f in self.discovered.items() if pid not in static.providers}
+        merged = static.model_copy(
+            update={"providers": {**{pid: f.spec for pid, f in discovered.items()}, **static.providers}}
+        )
+        if self.writer is not None:
+            self.writer.encoder = Encoder(self._audit_modes(static), self.secrets)
+        self.guard.reconfigure(merged)
+        if self.metrics is not None:
+            self.metrics.providers_known(list(merged.providers))
+        base_dirs = {pid: f.base_dir for pid, f in discovered.items()}
+        return self.registry.apply(merged, frozenset(self.secrets), base_dirs=base_dirs)
+
+    def _apply_discovered(
+        self, found: dict[str, Found], trigger: str, secrets: frozenset[str]
+    ) -> tuple[dict[str, list[str]], list[str]]:
+        """Discovery's result: applied at once; ids the config file defines are refused."""
+        shadowed = sorted(pid for pid in found if pid in self.config.providers)
+        self.discovered = {pid: f for pid, f in found.items() if pid not in self.config.providers}
+        self._add_secrets(secrets)
+        applied = self._apply_providers(self.config)
+        changes = {"added": applied.added, "removed": applied.removed, "changed": applied.changed}
+        if any(changes.values()):
+            self.emit(ev.DiscoveryApplied(provider_id=ev.DISCOVERY_STREAM, at=time.time(), trigger=trigger, **changes))
+        return changes, shadowed
+
+    async def _start_discovery(self, registry: Registry, tg: anyio.abc.TaskGroup) -> None:
+        """The first cycle before serving (bounded, so a slow source cannot hold hangar up), then
+        watchers and periodic rescans in the background."""
+        spec = self.config.discovery
+        sources = build_sources(spec.sources, self.loaded.path.parent, self.containers)
+        self.discovery = registry.discovery = Discovery(spec, sources, self._apply_discovered)
+        with anyio.move_on_after(FIRST_DISCOVERY_S):
+            await self.discovery.cycle("start")
+        tg.start_soon(self.discovery.follow, tg)
 
     async def _reload_on_change(self) -> None:
         """--watch: reload when the config file's content changes. The folder is watched, not the

@@ -22,6 +22,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 PROVIDER_ID = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]|_(?!_))*$")
 PROVIDER_ID_MAX = 64
 MODES = ("subprocess", "container", "docker", "remote", "group")
+SOURCE_TYPES = ("folder", "docker", "entrypoints")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")  # bind addresses only this machine can reach
 
 
@@ -265,6 +266,38 @@ class ContainerEngineConfig(_Strict):
     host: str | None = None
 
 
+class FolderSource(_Strict):
+    """Provider files in a folder: each ``*.yaml``/``*.yml`` holds a ``providers:`` mapping."""
+
+    type: Literal["folder"]
+    path: str = Field(min_length=1)  # relative to the config file
+
+
+class DockerSource(_Strict):
+    """Running containers labelled ``mcp.hangar.enable=true`` that serve MCP over HTTP."""
+
+    type: Literal["docker"]
+    host: str | None = None  # default: the engine of `container:`
+
+
+class EntryPointsSource(_Strict):
+    """Providers that installed Python packages declare under an entry point group."""
+
+    type: Literal["entrypoints"]
+    group: str = Field(default="mcp.providers", min_length=1)
+
+
+DiscoverySource = Annotated[FolderSource | DockerSource | EntryPointsSource, Field(discriminator="type")]
+
+
+class DiscoveryConfig(_Strict):
+    # additive: discovered providers stay until restart; authoritative: they leave with their source
+    mode: Literal["additive", "authoritative"] = "additive"
+    interval_s: float = Field(default=30, gt=0)  # rescan period (a folder is also watched)
+    max_providers_per_source: int = Field(default=100, ge=1)
+    sources: list[DiscoverySource] = Field(default_factory=list)
+
+
 class RateLimitsConfig(_Strict):
     per_principal: RateLimit | None = None  # each authenticated caller (or the stdio client)
 
@@ -275,6 +308,7 @@ class Config(_Strict):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     rate_limits: RateLimitsConfig = Field(default_factory=RateLimitsConfig)
     container: ContainerEngineConfig = Field(default_factory=ContainerEngineConfig)
+    discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     event_store: EventStoreConfig = Field(default_factory=EventStoreConfig)
     # Names this process in the event log; replicas sharing a store must differ.
@@ -444,6 +478,8 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     # pydantic puts the discriminator tag (the mode) into the location; a user never wrote it.
     if len(loc) >= 3 and loc[0] == "providers" and loc[2] in MODES:
         loc = loc[:2] + loc[3:]
+    if len(loc) >= 4 and loc[:2] == ("discovery", "sources") and loc[3] in SOURCE_TYPES:
+        loc = loc[:3] + loc[4:]
     # "[key]" markers pydantic adds for dict-key errors carry no information for a reader.
     return tuple(p for p in loc if p != "[key]")
 
@@ -454,6 +490,8 @@ def _message(err: Any) -> str:
         return "unknown key"
     if kind == "missing":
         return "required key is missing"
+    if kind.startswith("union_tag") and "sources" in err["loc"]:
+        return f"'type' must be one of: {', '.join(SOURCE_TYPES)}"
     if kind == "union_tag_invalid":
         tag = err.get("input", {}).get("mode") if isinstance(err.get("input"), dict) else None
         return f"unknown mode {tag!r} (expected one of: {', '.join(MODES)})"
@@ -490,6 +528,17 @@ def parse_config(
     if group_problems := _group_problems(config):
         raise ConfigError(_format(group_problems, lines, source))
     return config
+
+
+def parse_providers(
+    text: str, source: str, environ: Mapping[str, str] | None = None, taken: set[str] | None = None
+) -> dict[str, ProviderConfig]:
+    """A provider file found by discovery: a ``providers:`` mapping and nothing else."""
+    config = parse_config(text, source, environ, taken)
+    others = sorted(config.model_fields_set - {"providers"})
+    if others:
+        raise ConfigError([f"{source}: only 'providers' belongs in a discovered file, not {', '.join(others)}"])
+    return dict(config.providers)
 
 
 def _format(found: list[tuple[tuple[Any, ...], str]], lines: dict[tuple[Any, ...], int], source: str) -> list[str]:

@@ -210,3 +210,17 @@ class GroupRebalanced(DomainEvent):
     members: list[str]
     added: list[str]
     removed: list[str]
+
+
+DISCOVERY_STREAM = "hangar.discovery"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DiscoveryApplied(DomainEvent):
+    """A discovery cycle changed the providers: added, removed (drained, then stopped) or replaced."""
+
+    kind: ClassVar[str] = "discovery_applied"
+    trigger: str
+    added: list[str]
+    removed: list[str]
+    changed: list[str]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
@@ -18,6 +19,9 @@ from mcp_hangar.launchers.container import Containers
 from mcp_hangar.runtime.group import Group
 from mcp_hangar.runtime.provider import Backpressure, EventSink, Provider
 from mcp_hangar.store.base import StreamHistory
+
+if TYPE_CHECKING:
+    from mcp_hangar.discovery.reconcile import Discovery
 
 log = structlog.get_logger("mcp_hangar.registry")
 
@@ -57,12 +61,15 @@ class Registry:
         }
         self._checking: set[str] = set()
         self._retiring: set[Provider] = set()  # removed by a reload, finishing their calls
+        self.discovery: Discovery | None = None  # set by the app when discovery sources are configured
 
-    def _make_provider(self, pid: str, spec: ProviderConfig, history: StreamHistory | None = None) -> Provider:
+    def _make_provider(
+        self, pid: str, spec: ProviderConfig, history: StreamHistory | None = None, base_dir: Path | None = None
+    ) -> Provider:
         return Provider(
             pid,
             spec,
-            base_dir=self._base_dir,
+            base_dir=base_dir or self._base_dir,
             emit=self._emit,
             task_group=self._tg,
             history=history,
@@ -140,13 +147,16 @@ class Registry:
 
     # --- reload ---------------------------------------------------------------------------
 
-    def apply(self, config: Config, secrets: frozenset[str] | None = None) -> ev.ConfigReloaded:
+    def apply(
+        self, config: Config, secrets: frozenset[str] | None = None, base_dirs: Mapping[str, Path] | None = None
+    ) -> ev.ConfigReloaded:
         """Make the providers and groups those of ``config``, at once and without dropping a call.
 
         A provider that is gone, or whose definition changed, leaves the registry now (new calls
         no longer reach it), finishes the calls it has, then stops; a changed one is replaced by a
         fresh instance that starts on its next call. Unchanged providers keep running untouched.
-        Groups take their new member sets from the next call on.
+        Groups take their new member sets from the next call on. ``base_dirs`` gives providers
+        that were not defined in the config file (discovered ones) their own folder for relative paths.
         """
         if secrets is not None:
             self.secrets = secrets
@@ -162,7 +172,7 @@ class Registry:
             why = "removed from the configuration" if pid in removed else "its configuration changed"
             self._retire(old, why)
         for pid in [*added, *changed]:
-            self._providers[pid] = self._make_provider(pid, new_specs[pid])
+            self._providers[pid] = self._make_provider(pid, new_specs[pid], base_dir=(base_dirs or {}).get(pid))
         groups: dict[str, Group] = {}
         old_groups = {gid: g.spec for gid, g in self._groups.items()}
         for gid, spec in config.providers.items():

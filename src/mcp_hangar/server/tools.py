@@ -461,15 +461,35 @@ async def registry_status(tc: ToolContext, args: dict[str, Any]) -> Any:
 
 
 async def registry_discover(tc: ToolContext, args: dict[str, Any]) -> Any:
-    return ok(
-        {"sources": [], "added": [], "removed": []},
-        text="No discovery source is configured, so there is nothing to discover. "
-        "Providers come from the configuration file only.",
-    )
+    discovery = tc.registry.discovery
+    if discovery is None:
+        return ok(
+            {"sources": [], "added": [], "removed": [], "changed": []},
+            text="No discovery source is configured (discovery.sources in the config), so there is nothing "
+            "to discover. Providers come from the configuration file only.",
+        )
+    outcome = await discovery.cycle("registry_discover")
+    problems = [p for source in outcome["sources"] for p in source["problems"]] + outcome["conflicts"]
+    lines = [
+        f"Discovery ran over {len(outcome['sources'])} source(s): "
+        + ", ".join(f"{k} {', '.join(outcome[k]) or 'none'}" for k in ("added", "removed", "changed")),
+        *(f"problem: {p}" for p in problems),
+    ]
+    return ok(outcome, text="\n".join(lines))
 
 
 async def registry_sources(tc: ToolContext, args: dict[str, Any]) -> Any:
-    return ok({"sources": []}, text="No discovery source is configured.")
+    discovery = tc.registry.discovery
+    if discovery is None:
+        return ok({"sources": []}, text="No discovery source is configured.")
+    sources = [s.snapshot() for s in discovery.sources]
+    data = {"mode": discovery.config.mode, "sources": sources, "conflicts": discovery.conflicts}
+    lines = [f"Discovery ({discovery.config.mode}), {len(sources)} source(s):"]
+    for source in sources:
+        lines.append(f"- {source['name']}: {source['status']}, providers: {', '.join(source['providers']) or 'none'}")
+        lines += [f"    problem: {p}" for p in source["problems"]]
+    lines += [f"conflict: {c}" for c in discovery.conflicts]
+    return ok(data, text="\n".join(lines))
 
 
 async def registry_warm(tc: ToolContext, args: dict[str, Any]) -> Any:
