@@ -128,6 +128,9 @@ class Hangar:
                         await self.writer.close()
                     tg.cancel_scope.cancel()
         finally:
+            if self.discovery is not None:
+                with anyio.CancelScope(shield=True):
+                    await self.discovery.close()
             self.containers.close()
             if store is not None:
                 with anyio.CancelScope(shield=True):

@@ -326,6 +326,11 @@ def check(config: Annotated[Path, typer.Argument(help="Configuration file to val
         tools = "predefined: " + str(len(spec.tools)) if spec.tools is not None else "on start"
         table.add_row(pid, spec.mode, runs, f"{spec.idle_ttl_s:g}s", f"{spec.health_check_interval_s:g}s", tools)
     out.print(table)
+    discovery = loaded.config.discovery
+    for source in discovery.sources:
+        where = getattr(source, "path", None) or getattr(source, "group", None) or getattr(source, "host", None)
+        extra = ", ".join(getattr(source, "namespaces", [])) or where or "default"
+        out.print(f"discovery ({discovery.mode}): {source.type} source: {extra}", highlight=False)
     out.print("[green]configuration is valid[/]")
 
 

@@ -22,7 +22,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 PROVIDER_ID = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]|_(?!_))*$")
 PROVIDER_ID_MAX = 64
 MODES = ("subprocess", "container", "docker", "remote", "group")
-SOURCE_TYPES = ("folder", "docker", "entrypoints")
+SOURCE_TYPES = ("folder", "docker", "entrypoints", "kubernetes")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")  # bind addresses only this machine can reach
 
 
@@ -287,7 +287,18 @@ class EntryPointsSource(_Strict):
     group: str = Field(default="mcp.providers", min_length=1)
 
 
-DiscoverySource = Annotated[FolderSource | DockerSource | EntryPointsSource, Field(discriminator="type")]
+class KubernetesSource(_Strict):
+    """Running, ready pods annotated ``mcp.hangar.io/enabled: "true"`` that serve MCP over HTTP."""
+
+    type: Literal["kubernetes"]
+    namespaces: list[str] = Field(default_factory=list)  # empty: every namespace
+    label_selector: str | None = None  # e.g. "app.kubernetes.io/part-of=tools"
+    kubeconfig: str | None = None  # default: in-cluster service account, else ~/.kube/config
+
+
+DiscoverySource = Annotated[
+    FolderSource | DockerSource | EntryPointsSource | KubernetesSource, Field(discriminator="type")
+]
 
 
 class DiscoveryConfig(_Strict):

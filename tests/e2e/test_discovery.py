@@ -218,6 +218,60 @@ def test_discovery_config_errors_name_the_source(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert err.value.problems == [
-        f"{path}:3: key 'discovery.sources.0': 'type' must be one of: folder, docker, entrypoints",
+        f"{path}:3: key 'discovery.sources.0': 'type' must be one of: folder, docker, entrypoints, kubernetes",
         f"{path}:4: key 'discovery.sources.1.path': required key is missing",
     ]
+
+
+async def test_kubernetes_pods_become_providers_and_replicas_a_group(tmp_path: Path) -> None:
+    from tests.e2e.test_remote import everything_http
+    from tests.fake_kube import fake_cluster, pod
+
+    port = free_port()
+    notes = {"mcp.hangar.io/enabled": "true", "mcp.hangar.io/port": str(port), "mcp.hangar.io/id": "search"}
+    with fake_cluster() as (cluster, url):
+        cluster.put(pod("tools", "search-7d9f-abc12", notes))
+        cluster.put(pod("tools", "search-7d9f-def34", notes))
+        cluster.put(pod("tools", "starting-1", notes, ready=False))  # not ready: not yet
+        cluster.put(pod("tools", "lonely", {"mcp.hangar.io/enabled": "true"}))  # no port: a problem
+        solo = {k: v for k, v in notes.items() if k != "mcp.hangar.io/id"}
+        cluster.put(pod("tools", "solo", solo))  # no id: a provider named after the pod
+        cluster.put(pod("elsewhere", "other", {**notes, "mcp.hangar.io/id": "other"}))  # namespace not watched
+        config = write_config(
+            tmp_path / "c.yaml",
+            {},
+            discovery={
+                "mode": "authoritative",
+                "interval_s": 3600,  # every change below arrives through the watch
+                "sources": [
+                    {
+                        "type": "kubernetes",
+                        "namespaces": ["tools"],
+                        "label_selector": "app=mcp",
+                        "kubeconfig": str(cluster.kubeconfig(tmp_path / "kube.json", url)),
+                    }
+                ],
+            },
+        )
+        async with everything_http(port), RawHangar.running(config) as raw:
+            await raw.initialize()
+            assert await providers_of(raw) == {"search-abc12", "search-def34", "solo"}
+            listed = json.loads((await raw.tool("registry_list"))["content"][0]["text"])
+            assert [m["id"] for m in listed["groups"][0]["members"]] == ["search-abc12", "search-def34"]
+            echo = await raw.tool("registry_invoke", provider="search", tool="echo", arguments={"message": "k8s"})
+            assert echo["content"][0]["text"] == "Echo: k8s", echo
+            sources = (await raw.tool("registry_sources"))["structuredContent"]
+            assert sources["sources"][0]["problems"] == ["pod tools/lonely: needs the annotation mcp.hangar.io/port"]
+
+            cluster.delete("tools", "search-7d9f-def34")  # a rolling update: one pod goes...
+            await until(raw, {"search-abc12", "solo"})
+            cluster.put(pod("tools", "search-7d9f-ghi56", notes))  # ...another comes
+            await until(raw, {"search-abc12", "search-ghi56", "solo"})
+            listed = json.loads((await raw.tool("registry_list"))["content"][0]["text"])
+            assert [m["id"] for m in listed["groups"][0]["members"]] == ["search-abc12", "search-ghi56"]
+            echo = await raw.tool("registry_invoke", provider="search", tool="echo", arguments={"message": "again"})
+            assert echo["content"][0]["text"] == "Echo: again", echo
+            echo = await raw.tool("registry_invoke", provider="solo", tool="echo", arguments={"message": "solo"})
+            assert echo["content"][0]["text"] == "Echo: solo", echo
+        assert cluster.refused == 0  # every request carried the kubeconfig's token
+        assert any("watch=" in r for r in cluster.requests) and all("/namespaces/tools/" in r for r in cluster.requests)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
@@ -22,6 +23,8 @@ from mcp_hangar.config import DiscoveryConfig
 from mcp_hangar.discovery.sources import PRECEDENCE, Found, Scan, Source
 
 log = structlog.get_logger("mcp_hangar.discovery")
+
+SETTLE_S = 0.1  # after a change, wait this long for more before scanning
 
 # What the app does with the merged result (and the secrets found with it): apply it, and say
 # what changed and which ids it refused because the config file defines them.
@@ -58,22 +61,37 @@ class Discovery:
         self.conflicts: list[str] = []
         self.cycles = 0
         self._secrets: set[str] = set()  # ${VAR} values in discovered files: masked like the config's
+        self._wake = anyio.Event()  # a source changed: a cycle is due
+        self._why = ""
 
     @property
     def sources(self) -> list[SourceState]:
         return self._states
 
     async def follow(self, tg: anyio.abc.TaskGroup) -> None:
-        """After the first cycle: the sources' watchers and the periodic rescan, until cancelled."""
+        """After the first cycle: the sources' watchers and the periodic rescan, until cancelled.
+        A burst of changes (a rolling update, a folder synced at once) makes one cycle, not many."""
         for state in self._states:
-            tg.start_soon(self._follow, state.source)
+            tg.start_soon(state.source.follow, partial(self._changed, state.source.name))
+        tg.start_soon(self._cycle_on_change)
         while True:
             await anyio.sleep(self.config.interval_s)
             await self.cycle("interval")
 
-    async def _follow(self, source: Source) -> None:
-        async for _ in source.changes():
-            await self.cycle(f"{source.name} changed")
+    async def close(self) -> None:
+        for state in self._states:
+            await state.source.close()
+
+    async def _changed(self, name: str) -> None:
+        self._why = name
+        self._wake.set()
+
+    async def _cycle_on_change(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            await anyio.sleep(SETTLE_S)
+            await self.cycle(f"{self._why} changed")
 
     async def cycle(self, trigger: str) -> dict[str, Any]:
         """Scan every source, merge, apply. Returns what changed and every problem."""

@@ -9,7 +9,7 @@ and the rest of the source still counts. A folder file that breaks keeps its las
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,6 +24,7 @@ from mcp_hangar.config import (
     DockerSource,
     EntryPointsSource,
     FolderSource,
+    KubernetesSource,
     ProviderConfig,
     parse_providers,
     provider_id_problem,
@@ -56,17 +57,28 @@ class Source(Protocol):
 
     async def scan(self) -> Scan: ...
 
-    def changes(self) -> AsyncIterator[None]:
-        """Yields whenever the source knows it changed (a folder does); most never yield."""
+    async def follow(self, changed: Changed) -> None:
+        """Run until cancelled, awaiting ``changed()`` whenever the source knows it changed (a
+        folder, a Kubernetes watch); sources that cannot tell just sleep."""
+        ...
+
+    async def close(self) -> None:
+        """Let go of connections (at shutdown)."""
         ...
 
 
-async def _never() -> AsyncIterator[None]:
+async def _nothing_to_close() -> None:
+    return None
+
+
+Changed = Callable[[], Awaitable[object]]
+
+
+async def _never(changed: Changed) -> None:
     await anyio.sleep_forever()
-    yield  # pragma: no cover
 
 
-def _validated(definition: Any, where: str, pid: str) -> ProviderConfig | str:
+def validated(definition: Any, where: str, pid: str) -> ProviderConfig | str:
     """A provider definition from outside a config file, or the problem with it."""
     if problem := provider_id_problem(pid):
         return f"{where}: {problem}"
@@ -117,13 +129,15 @@ class Folder:
                     scan.providers[pid] = item
         return scan
 
-    async def changes(self) -> AsyncIterator[None]:
+    close = staticmethod(_nothing_to_close)
+
+    async def follow(self, changed: Changed) -> None:
         from watchfiles import awatch
 
         while not self.path.is_dir():  # noqa: ASYNC110 - a folder that appears later is polled for
             await anyio.sleep(2)
         async for _ in awatch(self.path, debounce=300, recursive=False):
-            yield
+            await changed()
 
 
 # --- running containers with labels --------------------------------------------------------
@@ -164,7 +178,7 @@ class DockerLabels:
             for key in ("transport", "description"):
                 if f"{LABEL}.{key}" in labels:
                     definition[key] = labels[f"{LABEL}.{key}"]
-            spec = _validated(definition, where, pid)
+            spec = validated(definition, where, pid)
             if isinstance(spec, str):
                 scan.problems.append(spec)
             elif pid in scan.providers:
@@ -173,8 +187,8 @@ class DockerLabels:
                 scan.providers[pid] = Found(spec, self._base_dir, where)
         return scan
 
-    def changes(self) -> AsyncIterator[None]:
-        return _never()
+    follow = staticmethod(_never)
+    close = staticmethod(_nothing_to_close)
 
 
 def _address(info: dict[str, Any]) -> str:
@@ -225,7 +239,7 @@ class EntryPoints:
                 continue
             definitions = {ep.name: value} if "mode" in value else value
             for pid, definition in definitions.items():
-                spec = _validated(definition, where, str(pid))
+                spec = validated(definition, where, str(pid))
                 if isinstance(spec, str):
                     scan.problems.append(spec)
                 elif pid in scan.providers:
@@ -234,8 +248,8 @@ class EntryPoints:
                     scan.providers[str(pid)] = Found(spec, self._base_dir, where)
         return scan
 
-    def changes(self) -> AsyncIterator[None]:
-        return _never()
+    follow = staticmethod(_never)
+    close = staticmethod(_nothing_to_close)
 
 
 def build_sources(specs: list[Any], base_dir: Path, containers: Containers) -> list[Source]:
@@ -247,8 +261,12 @@ def build_sources(specs: list[Any], base_dir: Path, containers: Containers) -> l
             sources.append(DockerLabels(spec, containers, base_dir))
         elif isinstance(spec, EntryPointsSource):
             sources.append(EntryPoints(spec, base_dir))
+        elif isinstance(spec, KubernetesSource):
+            from mcp_hangar.discovery.kubernetes import KubernetesPods
+
+            sources.append(KubernetesPods(spec, base_dir))
     return sources
 
 
 # Which source wins when two offer the same id (the config file beats them all).
-PRECEDENCE = {"docker": 1, "folder": 2, "entrypoints": 3}
+PRECEDENCE = {"kubernetes": 0, "docker": 1, "folder": 2, "entrypoints": 3}

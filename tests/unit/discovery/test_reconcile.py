@@ -3,7 +3,6 @@ the config file's priority, additive vs authoritative, the per-source limit, a f
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +26,11 @@ class Offer:
         spec = SubprocessProvider(mode="subprocess", command=[self.kind])
         return Scan(providers={i: Found(spec, Path("/"), f"{self.kind} offer") for i in self.ids})
 
-    async def changes(self) -> AsyncIterator[None]:
+    async def follow(self, changed: Any) -> None:
         await anyio.sleep_forever()
-        yield
+
+    async def close(self) -> None:
+        pass
 
 
 class App:
