@@ -54,7 +54,9 @@ def write_config(path: Path, providers: dict[str, Any], **extra: Any) -> Path:
 
 
 @asynccontextmanager
-async def hangar(config: Path, *, mode: str = "auto", env: dict[str, str] | None = None) -> AsyncIterator[Client]:
+async def hangar(
+    config: Path, *, mode: str = "auto", env: dict[str, str] | None = None, **client_options: Any
+) -> AsyncIterator[Client]:
     """A real `mcp-hangar --config FILE` process, spoken to by the SDK's client over stdio."""
     params = StdioServerParameters(
         command=sys.executable,
@@ -62,7 +64,7 @@ async def hangar(config: Path, *, mode: str = "auto", env: dict[str, str] | None
         env={**os.environ, **(env or {})},
         cwd=str(ROOT),
     )
-    async with Client(params, mode=mode, read_timeout_seconds=60) as client:
+    async with Client(params, mode=mode, read_timeout_seconds=60, **client_options) as client:
         yield client
 
 

@@ -35,6 +35,7 @@ from mcp_hangar.launchers.container import Containers
 from mcp_hangar.observability import logs
 from mcp_hangar.runtime.registry import Registry
 from mcp_hangar.security.policy import Guard
+from mcp_hangar.server.aggregate import ListChanged
 from mcp_hangar.server.fastpath import FastPath
 from mcp_hangar.server.mcp import build_server
 from mcp_hangar.server.stdio import stdio_transport
@@ -51,6 +52,8 @@ log = structlog.get_logger("mcp_hangar")
 
 # Per-call events are many and cheap; they are logged at debug so the call path stays quiet.
 _CALL_EVENTS = (ev.ToolInvoked, ev.ToolCompleted, ev.HealthCheckPassed)
+# Events after which the aggregated tool list may differ.
+_TOOLS_EVENTS = (ev.ToolsListed, ev.ConfigReloaded, ev.DiscoveryApplied)
 FIRST_DISCOVERY_S = 10.0  # hangar serves after this even if a discovery source is slow
 
 
@@ -66,6 +69,7 @@ class Hangar:
         self.masker = logs.Masker(self.secrets)  # log lines: cli.py installs it
         self.discovered: dict[str, Found] = {}
         self.discovery: Discovery | None = None
+        self.list_changed = ListChanged()  # aggregated mode: clients told when provider tools change
         self.replica_id = self.config.replica_id or f"{socket.gethostname()}-{os.getpid()}"
         self.metrics: Metrics | None = None
         self.guard = Guard(self.config, self.emit)
@@ -79,6 +83,8 @@ class Hangar:
             self.writer.emit(event)
         if self.metrics is not None:
             self.metrics.observe(event)
+        if isinstance(event, _TOOLS_EVENTS) and self.config.aggregate.enabled:
+            self.list_changed.changed()
         if not isinstance(event, _CALL_EVENTS):
             log.info(event.kind, **_fields(event))
         elif self._log_calls:
@@ -113,6 +119,8 @@ class Hangar:
                     secrets=frozenset(self.secrets),
                     containers=self.containers,
                 )
+                self.registry.aggregate = self.config.aggregate
+                self.list_changed.attach(tg)
                 self.registry.start_background()
                 if any(isinstance(p, ContainerProvider) for p in self.config.providers.values()):
                     tg.start_soon(self._remove_leftovers, self.containers)
@@ -158,6 +166,7 @@ class Hangar:
         ]
         # Old secrets stay masked too: providers being drained still print and fail with them.
         self._add_secrets(_secrets(loaded))
+        self.registry.aggregate = new.aggregate
         applied = self._apply_providers(new)
         self.loaded, self.config = loaded, new
         self.emit(dataclasses.replace(applied, not_applied=not_applied))
@@ -251,7 +260,7 @@ class Hangar:
         """Serve one MCP client over stdin/stdout until it hangs up or we are signalled."""
         async with self.running() as (registry, tg):
             tg.start_soon(_on_signals, tg.cancel_scope, self)
-            server = build_server(registry, self.writer, self.guard)
+            server = build_server(registry, self.writer, self.guard, self.list_changed)
             log.info(
                 "hangar.started",
                 transport="stdio",
@@ -278,7 +287,7 @@ class Hangar:
         try:
             async with self.running() as (registry, tg):
                 tg.start_soon(_on_signals, tg.cancel_scope, self)
-                server = build_server(registry, self.writer, self.guard)
+                server = build_server(registry, self.writer, self.guard, self.list_changed)
                 authenticator = await self._authenticator(host, tg)
                 app = http.build_app(
                     server,

@@ -309,6 +309,15 @@ class DiscoveryConfig(_Strict):
     sources: list[DiscoverySource] = Field(default_factory=list)
 
 
+class AggregateConfig(_Strict):
+    """Provider tools listed and callable directly, as ``<provider><separator><tool>``."""
+
+    enabled: bool = False
+    separator: str = Field(default="__", min_length=1, max_length=8, pattern=r"^[A-Za-z0-9_.-]+$")
+    allow: list[str] = Field(default_factory=list)  # glob patterns on the full name; empty: all
+    deny: list[str] = Field(default_factory=list)  # glob patterns; deny beats allow
+
+
 class RateLimitsConfig(_Strict):
     per_principal: RateLimit | None = None  # each authenticated caller (or the stdio client)
 
@@ -320,6 +329,7 @@ class Config(_Strict):
     rate_limits: RateLimitsConfig = Field(default_factory=RateLimitsConfig)
     container: ContainerEngineConfig = Field(default_factory=ContainerEngineConfig)
     discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
+    aggregate: AggregateConfig = Field(default_factory=AggregateConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     event_store: EventStoreConfig = Field(default_factory=EventStoreConfig)
     # Names this process in the event log; replicas sharing a store must differ.

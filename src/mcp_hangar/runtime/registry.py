@@ -11,7 +11,7 @@ import anyio
 import anyio.abc
 import structlog
 
-from mcp_hangar.config import Config, GroupProvider, ProviderConfig
+from mcp_hangar.config import AggregateConfig, Config, GroupProvider, ProviderConfig
 from mcp_hangar.domain import events as ev
 from mcp_hangar.domain.errors import UnknownProvider
 from mcp_hangar.domain.states import RUNNING
@@ -62,6 +62,7 @@ class Registry:
         self._checking: set[str] = set()
         self._retiring: set[Provider] = set()  # removed by a reload, finishing their calls
         self.discovery: Discovery | None = None  # set by the app when discovery sources are configured
+        self.aggregate: AggregateConfig | None = None  # provider tools served directly (server/aggregate.py)
 
     def _make_provider(
         self, pid: str, spec: ProviderConfig, history: StreamHistory | None = None, base_dir: Path | None = None

@@ -124,7 +124,7 @@ def build_app(
     fast = None
     if registry is not None:
         fast = HttpFastPath(registry, events, guard, server.server_info_stamp, stateless)
-    app.add_middleware(Gate, authenticator=authenticator, guard=guard, metrics=metrics, fast=fast)
+    app.add_middleware(Gate, authenticator=authenticator, guard=guard, metrics=metrics, fast=fast, registry=registry)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app
 
@@ -146,12 +146,14 @@ class Gate:
         guard: Guard,
         metrics: Metrics,
         fast: HttpFastPath | None = None,
+        registry: Registry | None = None,
     ) -> None:
         self.app = app
         self.auth = authenticator
         self.guard = guard
         self.metrics = metrics
         self.fast = fast
+        self.registry = registry  # to see an aggregated tool name as the provider call it is
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -179,11 +181,12 @@ class Gate:
             messages, batch = _parse(body)
             for message in (m for m in messages if m.get("method") == "tools/call"):
                 params = _mapping(message.get("params"))
-                provider = _mapping(params.get("arguments")).get("provider")
+                name, arguments = str(params.get("name")), _mapping(params.get("arguments"))
+                if self.registry is not None:
+                    name, arguments = tools.target(self.registry, name, arguments)
+                provider = arguments.get("provider")
                 try:
-                    self.guard.check_call(
-                        principal, str(params.get("name")), provider if isinstance(provider, str) else None, client
-                    )
+                    self.guard.check_call(principal, name, provider if isinstance(provider, str) else None, client)
                 except Denied as exc:
                     if exc.status == 429:
                         self.metrics.rate_limited.labels("provider" if "provider" in str(exc) else "principal").inc()

@@ -23,6 +23,7 @@ from mcp_hangar.runtime.provider import Provider
 from mcp_hangar.runtime.registry import Registry
 from mcp_hangar.security.policy import Denied, Guard, Principal
 from mcp_hangar.security.validation import ArgumentValidator, InvalidArguments
+from mcp_hangar.server import aggregate
 from mcp_hangar.server.dashboard import render_status
 from mcp_hangar.store.base import EventQuery, StoredEvent, parse_duration
 from mcp_hangar.store.writer import EventWriter
@@ -565,7 +566,16 @@ HANDLERS: dict[str, Handler] = {
 assert set(HANDLERS) == {t.name for t in TOOLS}
 
 
+def target(registry: Registry, name: str, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The registry tool a call means and its arguments: an aggregated ``<provider>__<tool>``
+    call is ``registry_invoke`` of that provider and tool (for the guard as for the handler)."""
+    if name not in HANDLERS and (found := aggregate.route(registry, name)) is not None:
+        return "registry_invoke", {"provider": found[0], "tool": found[1], "arguments": args}
+    return name, args
+
+
 async def call(tc: ToolContext, name: str, args: dict[str, Any]) -> types.CallToolResult | dict[str, Any]:
+    name, args = target(tc.registry, name, args)
     handler = HANDLERS.get(name)
     if handler is None:
         return error(f"unknown tool {name!r}; the registry tools are: {', '.join(HANDLERS)}")
