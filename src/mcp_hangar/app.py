@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 import structlog
 
 from mcp_hangar.config import (
@@ -44,8 +45,9 @@ from mcp_hangar.store.base import StreamHistory
 from mcp_hangar.store.encode import Encoder, secrets_from
 from mcp_hangar.store.writer import EventWriter
 
-if TYPE_CHECKING:  # imported when serving HTTP: a stdio start need not pay for them
+if TYPE_CHECKING:  # imported when needed: a plain stdio start need not pay for them
     from mcp_hangar.observability.metrics import Metrics
+    from mcp_hangar.observability.tracing import Tracing
     from mcp_hangar.security.auth import Authenticator
 
 log = structlog.get_logger("mcp_hangar")
@@ -70,6 +72,7 @@ class Hangar:
         self.discovered: dict[str, Found] = {}
         self.discovery: Discovery | None = None
         self.list_changed = ListChanged()  # aggregated mode: clients told when provider tools change
+        self.tracing: Tracing | None = None  # made in running(), when tracing.enabled
         self.replica_id = self.config.replica_id or f"{socket.gethostname()}-{os.getpid()}"
         self.metrics: Metrics | None = None
         self.guard = Guard(self.config, self.emit)
@@ -109,6 +112,10 @@ class Hangar:
                         store, Encoder(modes, self.secrets), self.replica_id, self.config.event_store.max_backlog
                     )
                     tg.start_soon(self.writer.run)
+                if self.config.tracing.enabled:
+                    from mcp_hangar.observability.tracing import Tracing
+
+                    self.tracing = Tracing(self.config.tracing, self.replica_id)
                 self.registry = Registry(
                     self.config,
                     base_dir=self.loaded.path.parent,
@@ -118,6 +125,7 @@ class Hangar:
                     backpressure=self.writer,
                     secrets=frozenset(self.secrets),
                     containers=self.containers,
+                    tracer=self.tracing.tracer if self.tracing is not None else None,
                 )
                 self.registry.aggregate = self.config.aggregate
                 self.list_changed.attach(tg)
@@ -140,6 +148,8 @@ class Hangar:
                 with anyio.CancelScope(shield=True):
                     await self.discovery.close()
             self.containers.close()
+            if self.tracing is not None:
+                await anyio.to_thread.run_sync(self.tracing.shutdown)  # the last spans go out
             if store is not None:
                 with anyio.CancelScope(shield=True):
                     await store.close()
@@ -161,7 +171,7 @@ class Hangar:
         new = loaded.config
         not_applied = [
             name
-            for name in ("server", "auth", "event_store", "logging", "container", "discovery", "replica_id")
+            for name in ("server", "auth", "event_store", "logging", "container", "discovery", "tracing", "replica_id")
             if getattr(new, name) != getattr(self.config, name)
         ]
         # Old secrets stay masked too: providers being drained still print and fail with them.

@@ -318,6 +318,16 @@ class AggregateConfig(_Strict):
     deny: list[str] = Field(default_factory=list)  # glob patterns; deny beats allow
 
 
+class TracingConfig(_Strict):
+    enabled: bool = False
+    # OTLP/HTTP traces URL; default: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT,
+    # else http://localhost:4318/v1/traces (the exporter's own rules)
+    endpoint: str | None = Field(default=None, pattern=r"^https?://")
+    headers: dict[str, str] = Field(default_factory=dict)  # e.g. {Authorization: "Bearer ${OTLP_TOKEN}"}
+    service_name: str = Field(default="mcp-hangar", min_length=1)
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)  # of new traces; a caller's sampled trace is kept
+
+
 class RateLimitsConfig(_Strict):
     per_principal: RateLimit | None = None  # each authenticated caller (or the stdio client)
 
@@ -330,6 +340,7 @@ class Config(_Strict):
     container: ContainerEngineConfig = Field(default_factory=ContainerEngineConfig)
     discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
     aggregate: AggregateConfig = Field(default_factory=AggregateConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     event_store: EventStoreConfig = Field(default_factory=EventStoreConfig)
     # Names this process in the event log; replicas sharing a store must differ.

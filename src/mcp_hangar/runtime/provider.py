@@ -7,7 +7,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.abc
@@ -34,7 +34,11 @@ from mcp_hangar.launchers import subprocess as subprocess_launcher
 from mcp_hangar.launchers.channel import Channel, LaunchError
 from mcp_hangar.launchers.container import ContainerChannel, Containers
 from mcp_hangar.launchers.session import Handshake, ProgressFn, RpcSession
+from mcp_hangar.observability import tracing
 from mcp_hangar.store.base import StreamHistory
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = structlog.get_logger("mcp_hangar.provider")
 
@@ -79,9 +83,11 @@ class Provider:
         backpressure: Backpressure | None = None,
         secrets: frozenset[str] = frozenset(),
         containers: Containers | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.id = provider_id
         self._containers = containers
+        self.tracer = tracer  # None: tracing is off
         self.spec = spec
         self._base_dir = base_dir
         self._emit = emit
@@ -412,7 +418,7 @@ class Provider:
             raise
         if self._backpressure is not None and self._backpressure.backlogged:
             await self._backpressure.room()
-        params = {"name": tool, "arguments": arguments or {}}
+        params: dict[str, Any] = {"name": tool, "arguments": arguments or {}}
         async with self._slots:
             self.in_flight += 1
             self.stats["invocations"] += 1
@@ -429,8 +435,11 @@ class Provider:
                 )
             )
             try:
-                with anyio.fail_after(timeout or self.spec.call_timeout_s):
-                    result = await session.request("tools/call", params, on_progress=on_progress)
+                with tracing.client_span(self.tracer, self.id, tool) as trace_meta:
+                    if trace_meta:
+                        params["_meta"] = trace_meta  # the provider may join the caller's trace
+                    with anyio.fail_after(timeout or self.spec.call_timeout_s):
+                        result = await session.request("tools/call", params, on_progress=on_progress)
             except TimeoutError:
                 self._failed(tool, t0, correlation_id, "timed out", principal=principal)
                 raise CallTimeout(

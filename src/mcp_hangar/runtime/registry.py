@@ -21,6 +21,8 @@ from mcp_hangar.runtime.provider import Backpressure, EventSink, Provider
 from mcp_hangar.store.base import StreamHistory
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
     from mcp_hangar.discovery.reconcile import Discovery
 
 log = structlog.get_logger("mcp_hangar.registry")
@@ -41,8 +43,10 @@ class Registry:
         backpressure: Backpressure | None = None,
         secrets: frozenset[str] = frozenset(),
         containers: Containers | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._emit = emit
+        self.tracer = tracer  # None: tracing is off
         self._tg = task_group
         self._base_dir = base_dir
         self._backpressure = backpressure
@@ -77,6 +81,7 @@ class Registry:
             backpressure=self._backpressure,
             secrets=self.secrets,
             containers=self._containers,
+            tracer=self.tracer,
         )
 
     def __iter__(self) -> Iterator[Provider]:

@@ -32,6 +32,7 @@ from mcp_types import (
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 
+from mcp_hangar.observability import tracing
 from mcp_hangar.runtime.registry import Registry
 from mcp_hangar.security.policy import Guard
 from mcp_hangar.server import tools
@@ -87,8 +88,9 @@ class FastPath:
         if version is None or not isinstance(name, str) or not isinstance(arguments, dict | None):
             return False
         meta = params.get("_meta")
-        token = meta.get("progressToken") if isinstance(meta, dict) else None
-        self._tg.start_soon(self._serve, message["id"], name, arguments or {}, version, token)
+        meta = meta if isinstance(meta, dict) else None
+        token = meta.get("progressToken") if meta is not None else None
+        self._tg.start_soon(self._serve, message["id"], name, arguments or {}, version, token, meta)
         return True
 
     def _notification(self, method: str, params: Any) -> bool:
@@ -107,7 +109,15 @@ class FastPath:
             return self._legacy_version if self._initialized else None
         return modern_version(params)
 
-    async def _serve(self, request_id: Any, name: str, arguments: dict[str, Any], version: str, token: Any) -> None:
+    async def _serve(
+        self,
+        request_id: Any,
+        name: str,
+        arguments: dict[str, Any],
+        version: str,
+        token: Any,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
         report = None
         if token is not None:
 
@@ -125,7 +135,9 @@ class FastPath:
         with anyio.CancelScope() as scope:
             self._in_flight[request_id] = scope
             try:
-                result = await tools.call(context, name, arguments)
+                with tracing.server_span(self._registry.tracer, name, meta, version, request_id) as span:
+                    result = await tools.call(context, name, arguments)
+                    tracing.mark_result(span, result)
             except Exception as exc:
                 log.exception("tool.internal_error", tool=name)
                 error = {"code": INTERNAL_ERROR, "message": f"mcp-hangar internal error in {name}: {exc}"}

@@ -31,6 +31,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcp_hangar.config import LOOPBACK
+from mcp_hangar.observability import tracing
 from mcp_hangar.observability.metrics import Metrics
 from mcp_hangar.runtime.registry import Registry
 from mcp_hangar.security.auth import Authenticator
@@ -309,7 +310,9 @@ class HttpFastPath:
 
             tg.start_soon(hang_up_cancels)
             try:
-                result = await tools.call(context, name, arguments or {})
+                with tracing.server_span(self.registry.tracer, name, meta, version, message["id"]) as span:
+                    result = await tools.call(context, name, arguments or {})
+                    tracing.mark_result(span, result)
                 outcome["result"] = shape_result(result, version, self.server_info)
             except Exception as exc:
                 outcome["error"] = {"code": -32603, "message": f"mcp-hangar internal error in {name}: {exc}"}
