@@ -266,6 +266,23 @@ class Hangar:
         if removed:
             log.info("container.leftovers_removed", count=len(removed))
 
+    async def call_once(self, provider: str, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        """One tool call without serving (``mcp-hangar call``): start what it needs, call it the
+        way ``registry_invoke`` would (validation, events), stop everything, return the result."""
+        from mcp_types.version import LATEST_HANDSHAKE_VERSION
+
+        from mcp_hangar.server import tools
+        from mcp_hangar.server.fastpath import shape_result
+
+        async with self.running() as (registry, _):
+            context = tools.ToolContext(
+                registry, self.writer, LATEST_HANDSHAKE_VERSION, guard=self.guard, validator=self.guard.validator
+            )
+            result = await tools.call(
+                context, "registry_invoke", {"provider": provider, "tool": tool, "arguments": arguments}
+            )
+            return shape_result(result, LATEST_HANDSHAKE_VERSION, {})
+
     async def serve_stdio(self) -> None:
         """Serve one MCP client over stdin/stdout until it hangs up or we are signalled."""
         async with self.running() as (registry, tg):

@@ -314,6 +314,104 @@ def _when(at: float) -> str:
 
 
 @app.command()
+def call(
+    provider: Annotated[str, typer.Argument(help="Provider (or group) id.")],
+    tool: Annotated[str, typer.Argument(help="Tool name.")],
+    arguments: Annotated[
+        list[str] | None, typer.Argument(help="key=value pairs; a value that parses as JSON is taken as JSON.")
+    ] = None,
+    config: ConfigOption = None,
+    args_json: Annotated[str | None, typer.Option("--args", help="All arguments as one JSON object.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole MCP result as JSON.")] = False,
+) -> None:
+    """Call one tool once, without serving: try a provider out, or script against it."""
+    from mcp_hangar.app import Hangar
+
+    loaded = _load(config)
+    try:
+        payload = _call_arguments(arguments or [], args_json)
+    except ValueError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    hangar = Hangar(loaded)
+    logs.configure("warning", loaded.config.logging.format, hangar.masker)
+    try:
+        result = anyio.run(hangar.call_once, provider, tool, payload)
+    except (StoreError, OSError) as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        for item in result.get("content") or ():
+            print(item.get("text") if item.get("type") == "text" else json.dumps(item))
+    if result.get("isError"):
+        raise typer.Exit(1)
+
+
+def _call_arguments(pairs: list[str], whole: str | None) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    if whole is not None:
+        try:
+            parsed = json.loads(whole)
+        except ValueError as exc:
+            raise ValueError(f"--args is not valid JSON: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise ValueError("--args must be a JSON object")
+        found.update(parsed)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"argument {pair!r}: expected key=value")
+        try:
+            found[key] = json.loads(value)
+        except ValueError:
+            found[key] = value
+    return found
+
+
+@app.command()
+def status(
+    config: ConfigOption = None,
+    url: Annotated[
+        str | None, typer.Option("--url", help="The running hangar's MCP endpoint [the config's server address].")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", envvar="MCP_HANGAR_API_KEY", help="When the hangar requires one.")
+    ] = None,
+) -> None:
+    """Show a running hangar's providers (it serves HTTP): states, calls, failures, starts."""
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    if url is None:
+        settings = _load(config).config.server
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+        url = f"http://{host}:{settings.port}/mcp"
+
+    async def fetch() -> str:
+        import httpx2
+
+        headers = {"x-api-key": api_key} if api_key else {}
+        http = httpx2.AsyncClient(headers=headers, timeout=10)
+        async with http, Client(streamable_http_client(url, http_client=http), mode="legacy") as client:
+            result = await client.call_tool("registry_status", {})
+        return "\n".join(getattr(c, "text", "") for c in result.content)
+
+    try:
+        print(anyio.run(fetch))
+    except Exception as exc:
+        err.print(f"[red]error:[/] cannot read the status from {url}: {_first_line(exc)}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return (str(exc) or type(exc).__name__).splitlines()[0]
+
+
+@app.command()
 def check(config: Annotated[Path, typer.Argument(help="Configuration file to validate.")]) -> None:
     """Validate a configuration file and show what was understood."""
     loaded = _load(config)
