@@ -54,8 +54,15 @@ log = structlog.get_logger("mcp_hangar")
 
 # Per-call events are many and cheap; they are logged at debug so the call path stays quiet.
 _CALL_EVENTS = (ev.ToolInvoked, ev.ToolCompleted, ev.HealthCheckPassed)
-# Events after which the aggregated tool list may differ.
-_TOOLS_EVENTS = (ev.ToolsListed, ev.ConfigReloaded, ev.DiscoveryApplied)
+# Events after which the aggregated lists may differ (prompts and resources: of running providers).
+_TOOLS_EVENTS = (
+    ev.ToolsListed,
+    ev.ConfigReloaded,
+    ev.DiscoveryApplied,
+    ev.ProviderStarted,
+    ev.ProviderStopped,
+    ev.ProviderCrashed,
+)
 FIRST_DISCOVERY_S = 10.0  # hangar serves after this even if a discovery source is slow
 
 

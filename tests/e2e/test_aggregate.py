@@ -95,3 +95,33 @@ async def test_allow_patterns_and_roles_over_http(tmp_path: Path) -> None:
         # outside the allow list it is no tool at all, refused before it could reach anything
         outside = await post(base, call_body("everything__echo", {"message": "x"}), {"x-api-key": user})
         assert outside.status_code == 403 and "may not call everything__echo" in outside.text
+
+
+async def test_prompts_and_resources_of_running_providers(tmp_path: Path) -> None:
+    from mcp.shared.exceptions import MCPError
+
+    config = config_for(tmp_path)
+    async with hangar(config, mode="legacy") as client:
+        assert (await client.list_prompts()).prompts == []  # listing never starts a provider
+        assert (await client.list_resources()).resources == []
+        await client.call_tool("registry_start", {"provider": "everything"})
+
+        prompts = {p.name: p for p in (await client.list_prompts()).prompts}
+        assert "everything__simple-prompt" in prompts and "everything__args-prompt" in prompts
+        got = await client.get_prompt("everything__simple-prompt", {})
+        assert got.messages[0].content.text == "This is a simple prompt without arguments."  # type: ignore[union-attr]
+
+        resources = (await client.list_resources()).resources
+        static = next(r for r in resources if str(r.uri).endswith("architecture.md"))
+        assert str(static.uri) == "hangar://everything/demo%3A%2F%2Fresource%2Fstatic%2Fdocument%2Farchitecture.md"
+        assert static.name == "[everything] architecture.md"
+        read = await client.read_resource(static.uri)
+        assert str(read.contents[0].uri) == str(static.uri)  # the provider's URI is rewritten back to ours
+        assert "Architecture" in read.contents[0].text  # type: ignore[union-attr]
+
+        with pytest.raises(MCPError, match="unknown prompt 'nobody__x'"):
+            await client.get_prompt("nobody__x", {})
+        with pytest.raises(MCPError, match="unknown resource"):
+            await client.read_resource("file:///etc/passwd")
+        with pytest.raises(MCPError, match="is a group"):
+            await client.get_prompt("pool__simple-prompt", {})

@@ -327,7 +327,7 @@ async def test_jwt_with_a_static_public_key_from_the_environment_and_keys_list(
     assert kept.split("_")[1] in rows["dashboard"] and "viewer" in rows["dashboard"]
     assert rows["dashboard"].rstrip("│ ").endswith("-")  # not revoked
     assert not rows["old-admin"].rstrip("│ ").endswith("-")  # revoked, with its time
-    assert kept not in listed and gone not in listed and kept.split("_")[2] not in listed  # never the secret
+    assert kept not in listed and gone not in listed and kept.split("_", 2)[2] not in listed  # never the secret
 
     async with http_hangar(path) as (base, _):
         result = await invoke_as(base, es256(), "registry_invoke", ECHO)

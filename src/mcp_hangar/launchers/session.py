@@ -309,12 +309,16 @@ class RpcSession:
             await self.request("ping")
 
     async def list_tools(self) -> list[dict[str, Any]]:
-        tools: list[dict[str, Any]] = []
+        return await self.list_all("tools/list", "tools")
+
+    async def list_all(self, method: str, key: str) -> list[dict[str, Any]]:
+        """Every page of a ``*/list`` method's items (each a dict with a name or uri)."""
+        items: list[dict[str, Any]] = []
         cursor: str | None = None
-        for _ in range(100):  # a provider that pages forever must not hang a start
-            result = await self.request("tools/list", {"cursor": cursor} if cursor else None)
-            tools.extend(t for t in result.get("tools") or () if isinstance(t, dict) and t.get("name"))
+        for _ in range(100):  # a provider that pages forever must not hang us
+            result = await self.request(method, {"cursor": cursor} if cursor else None)
+            items.extend(i for i in result.get(key) or () if isinstance(i, dict) and (i.get("name") or i.get("uri")))
             cursor = result.get("nextCursor")
             if not cursor:
                 break
-        return tools
+        return items

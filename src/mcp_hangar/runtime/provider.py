@@ -391,6 +391,28 @@ class Provider:
 
     # --- calls ----------------------------------------------------------------------------
 
+    def offers(self, capability: str) -> bool:
+        """Whether the running provider declared a capability (``prompts``, ``resources``)."""
+        return self.running and self.handshake is not None and capability in self.handshake.capabilities
+
+    async def relay(self, method: str, params: dict[str, Any] | None = None, *, listing: str | None = None) -> Any:
+        """A request other than a tool call (prompts, resources) on this provider, started if
+        needed; with ``listing``, every page of that list. Not recorded as a tool call."""
+        session = await self.ensure_started()
+        self.in_flight += 1
+        try:
+            with anyio.fail_after(self.spec.call_timeout_s):
+                if listing is not None:
+                    return await session.list_all(method, listing)
+                return await session.request(method, params)
+        except TimeoutError:
+            raise CallTimeout(
+                f"provider {self.id!r}: {method} did not answer within {self.spec.call_timeout_s:g}s"
+            ) from None
+        finally:
+            self.in_flight -= 1
+            self.last_used = time.monotonic()
+
     async def call_tool(
         self,
         tool: str,

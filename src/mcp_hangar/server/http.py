@@ -36,10 +36,11 @@ from mcp_hangar.observability.metrics import Metrics
 from mcp_hangar.runtime.registry import Registry
 from mcp_hangar.security.auth import Authenticator
 from mcp_hangar.security.policy import Denied, Guard, Principal
-from mcp_hangar.server import tools
+from mcp_hangar.server import aggregate, tools
 from mcp_hangar.server.fastpath import modern_version, shape_result
 from mcp_hangar.store.writer import EventWriter
 
+GUARDED_METHODS = ("tools/call", "prompts/get", "resources/read")  # decided before the SDK sees them
 KNOWN_ROUTES = ("/mcp", "/sse", "/messages/", "/health/live", "/health/ready", "/health/startup", "/metrics")
 
 
@@ -156,6 +157,15 @@ class Gate:
         self.fast = fast
         self.registry = registry  # to see an aggregated tool name as the provider call it is
 
+    def _owner(self, method: str, params: dict[str, Any]) -> str | None:
+        if self.registry is None:
+            return None
+        if method == "prompts/get":
+            found = aggregate.prompt_target(self.registry, str(params.get("name")))
+        else:
+            found = aggregate.resource_target(self.registry, str(params.get("uri")))
+        return found[0] if found else None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         if scope["type"] != "http" or not any(path == p or path.startswith(p) for p in MCP_PATHS):
@@ -180,10 +190,13 @@ class Gate:
                 await _refuse(send, Denied(413, f"request body over {MAX_BODY_BYTES} bytes"))
                 return
             messages, batch = _parse(body)
-            for message in (m for m in messages if m.get("method") == "tools/call"):
+            for message in (m for m in messages if m.get("method") in GUARDED_METHODS):
                 params = _mapping(message.get("params"))
                 name, arguments = str(params.get("name")), _mapping(params.get("arguments"))
-                if self.registry is not None:
+                if message["method"] != "tools/call":
+                    # a provider's prompt or resource: the same rights as calling its tools
+                    name, arguments = "registry_invoke", {"provider": self._owner(message["method"], params)}
+                elif self.registry is not None:
                     name, arguments = tools.target(self.registry, name, arguments)
                 provider = arguments.get("provider")
                 try:
