@@ -37,6 +37,9 @@ log = structlog.get_logger("mcp_hangar.session")
 
 ProgressFn = Callable[[float, float | None, str | None], Coroutine[Any, Any, None]]
 NotificationFn = Callable[[str, dict[str, Any]], Coroutine[Any, Any, None]]
+RequestFn = Callable[[str, dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]  # raises RemoteError
+# What hangar tells providers it can do as a client: it relays these to the caller's client.
+CLIENT_CAPABILITIES: dict[str, Any] = {"sampling": {}, "elicitation": {}, "roots": {"listChanged": False}}
 
 CLIENT_INFO = {"name": "mcp-hangar", "version": __version__}
 CANCEL_NOTIFY_TIMEOUT_S = 1.0
@@ -57,10 +60,17 @@ class Handshake:
 
 
 class RpcSession:
-    def __init__(self, channel: Channel, provider_id: str, on_notification: NotificationFn | None = None) -> None:
+    def __init__(
+        self,
+        channel: Channel,
+        provider_id: str,
+        on_notification: NotificationFn | None = None,
+        on_request: RequestFn | None = None,
+    ) -> None:
         self._channel = channel
         self._provider_id = provider_id
         self._on_notification = on_notification
+        self._on_request = on_request
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._progress: dict[Any, ProgressFn] = {}
@@ -186,18 +196,20 @@ class RpcSession:
             log.warning("provider.stdout_garbage", provider=self._provider_id, line=self.last_garbage)
 
     async def _answer(self, request_id: Any, method: str, params: dict[str, Any]) -> None:
-        # Requests from the provider to us. Relaying them to the client is future work; until then
-        # they get an honest answer instead of hanging the provider.
+        """A request from the provider to us: ping is ours to answer; sampling, elicitation and
+        roots go to the client whose call the provider is serving (``on_request``)."""
+        reply: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id}
         if method == "ping":
-            reply: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "result": {}}
-        elif method == "roots/list":
-            reply = {"jsonrpc": "2.0", "id": request_id, "result": {"roots": []}}
+            reply["result"] = {}
+        elif self._on_request is None:
+            reply["error"] = {"code": METHOD_NOT_FOUND, "message": f"mcp-hangar does not relay {method!r}"}
         else:
-            reply = {
-                "jsonrpc": "2.0",
-                "id": request_id,
-                "error": {"code": METHOD_NOT_FOUND, "message": f"mcp-hangar does not relay {method!r} yet"},
-            }
+            try:
+                reply["result"] = await self._on_request(method, params)
+            except RemoteError as exc:
+                reply["error"] = {"code": exc.code, "message": exc.remote_message}
+                if exc.data is not None:
+                    reply["error"]["data"] = exc.data
         with contextlib.suppress(OSError):
             await self._channel.send(json.dumps(reply).encode() + b"\n")
 
@@ -266,7 +278,7 @@ class RpcSession:
         envelope = {
             PROTOCOL_VERSION_META_KEY: LATEST_MODERN_VERSION,
             CLIENT_INFO_META_KEY: CLIENT_INFO,
-            CLIENT_CAPABILITIES_META_KEY: {},
+            CLIENT_CAPABILITIES_META_KEY: {},  # the stateless era asks for input differently: not relayed
         }
         try:
             found = await self.request("server/discover", {"_meta": envelope})
@@ -284,7 +296,11 @@ class RpcSession:
             return self.handshake
         result = await self.request(
             "initialize",
-            {"protocolVersion": LATEST_HANDSHAKE_VERSION, "capabilities": {}, "clientInfo": CLIENT_INFO},
+            {
+                "protocolVersion": LATEST_HANDSHAKE_VERSION,
+                "capabilities": CLIENT_CAPABILITIES,
+                "clientInfo": CLIENT_INFO,
+            },
         )
         version = result.get("protocolVersion")
         if version not in HANDSHAKE_PROTOCOL_VERSIONS:

@@ -21,7 +21,7 @@ from mcp_hangar.domain.errors import BackingOff, CircuitOpen, ProviderError, Rem
 from mcp_hangar.domain.retry import retry_safe
 from mcp_hangar.domain.states import ProviderState
 from mcp_hangar.launchers.session import ProgressFn
-from mcp_hangar.runtime.provider import EventSink, Provider
+from mcp_hangar.runtime.provider import ClientLink, EventSink, Provider
 
 log = structlog.get_logger("mcp_hangar.group")
 NOT_RETRIED = " (not retried on another member: it reached one and the tool is not read-only or idempotent)"
@@ -134,6 +134,7 @@ class Group:
         on_progress: ProgressFn | None = None,
         correlation_id: str | None = None,
         principal: str | None = None,
+        client: ClientLink | None = None,
     ) -> dict[str, Any]:
         self.stats["invocations"] += 1
         order = self._order()
@@ -151,6 +152,7 @@ class Group:
                     on_progress=on_progress,
                     correlation_id=correlation_id,
                     principal=principal,
+                    client=client,
                 )
             except RemoteError:
                 raise  # the member answered: its protocol error is the answer

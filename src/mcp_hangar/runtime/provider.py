@@ -33,7 +33,7 @@ from mcp_hangar.launchers import remote as remote_launcher
 from mcp_hangar.launchers import subprocess as subprocess_launcher
 from mcp_hangar.launchers.channel import Channel, LaunchError
 from mcp_hangar.launchers.container import ContainerChannel, Containers
-from mcp_hangar.launchers.session import Handshake, ProgressFn, RpcSession
+from mcp_hangar.launchers.session import METHOD_NOT_FOUND, Handshake, ProgressFn, RpcSession
 from mcp_hangar.observability import tracing
 from mcp_hangar.store.base import StreamHistory
 
@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
 log = structlog.get_logger("mcp_hangar.provider")
+
+INTERNAL_ERROR = -32603
 
 EventSink = Callable[[ev.DomainEvent], None]
 
@@ -52,6 +54,23 @@ class Backpressure(Protocol):
     def backlogged(self) -> bool: ...
 
     async def room(self) -> None: ...
+
+
+class ClientLink(Protocol):
+    """The client a call came from, for the requests a provider makes of it mid-call (sampling,
+    elicitation, roots): hangar relays them to the client whose call the provider is serving."""
+
+    def supports(self, method: str) -> bool:
+        """Whether the client declared the capability the method needs."""
+        ...
+
+    async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Ask the client; its result, or RemoteError with its error."""
+        ...
+
+
+# Client capability each provider->client request needs.
+CLIENT_METHODS = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}
 
 
 # Event-log counters that become the provider's stats when it is rebuilt after a restart.
@@ -113,6 +132,7 @@ class Provider:
         self.last_used: float = time.monotonic()
         self.last_health_check: float | None = None
         self.in_flight = 0
+        self._callers: dict[object, ClientLink | None] = {}  # calls in flight, by whom (for relaying)
         self.stats = {
             "invocations": 0,
             "failures": 0,
@@ -243,7 +263,7 @@ class Provider:
                 await self._engine().ensure_image(self.id, self.spec, self._base_dir)
             with anyio.fail_after(self.spec.startup_timeout_s):
                 channel = await self._open_channel()
-                session = RpcSession(channel, self.id, self._on_notification)
+                session = RpcSession(channel, self.id, self._on_notification, self._on_request)
                 self._tg.start_soon(self._watch, session, channel)
                 handshake = await session.open()
                 tools = await session.list_tools() if "tools" in handshake.capabilities else []
@@ -321,6 +341,27 @@ class Provider:
         if channel is not None and (tail := channel.stderr_tail()):
             message += f"; last stderr lines:\n{tail}"
         return message
+
+    async def _on_request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """A provider's request of its client, relayed to the one client it can be for."""
+        links = list({id(link): link for link in self._callers.values() if link is not None}.values())
+        if method == "roots/list" and not links:
+            return {"roots": []}  # no caller to ask: no roots, as before relaying existed
+        if method not in CLIENT_METHODS:
+            raise RemoteError(METHOD_NOT_FOUND, f"mcp-hangar does not relay {method!r}")
+        if len(links) > 1:
+            raise RemoteError(
+                INTERNAL_ERROR,
+                f"mcp-hangar cannot relay {method}: calls of several clients are in flight on provider "
+                f"{self.id!r}, and the request does not say which call it belongs to",
+            )
+        if not links or not links[0].supports(method):
+            raise RemoteError(
+                METHOD_NOT_FOUND,
+                f"mcp-hangar cannot relay {method}: the calling client did not declare "
+                f"{CLIENT_METHODS[method]!r} support",
+            )
+        return await links[0].request(method, params)
 
     def _log_stderr(self, line: str) -> None:
         log.info("provider.stderr", provider=self.id, line=line)
@@ -422,6 +463,7 @@ class Provider:
         on_progress: ProgressFn | None = None,
         correlation_id: str | None = None,
         principal: str | None = None,
+        client: ClientLink | None = None,
     ) -> dict[str, Any]:
         """Call one tool; returns the provider's result as it sent it."""
         was = self.breaker.state
@@ -442,6 +484,8 @@ class Provider:
             await self._backpressure.room()
         params: dict[str, Any] = {"name": tool, "arguments": arguments or {}}
         async with self._slots:
+            token = object()
+            self._callers[token] = client
             self.in_flight += 1
             self.stats["invocations"] += 1
             t0 = time.monotonic()
@@ -485,6 +529,7 @@ class Provider:
                 raise
             finally:
                 self.in_flight -= 1
+                del self._callers[token]
                 self.last_used = time.monotonic()
         if self.state == ProviderState.DEGRADED:
             self._recovered()

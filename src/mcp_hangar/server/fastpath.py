@@ -36,6 +36,7 @@ from mcp_hangar.observability import tracing
 from mcp_hangar.runtime.registry import Registry
 from mcp_hangar.security.policy import Guard
 from mcp_hangar.server import tools
+from mcp_hangar.server.relay import WireLink, WireRequests
 from mcp_hangar.store.writer import EventWriter
 
 log = structlog.get_logger("mcp_hangar.fastpath")
@@ -64,6 +65,8 @@ class FastPath:
         self._legacy_version: str | None = None
         self._initialized = False
         self._in_flight: dict[Any, anyio.CancelScope] = {}
+        self._client_capabilities: dict[str, Any] | None = None
+        self._asked = WireRequests(self._write)  # providers' requests of the client, relayed
 
     def take(self, message: Any) -> bool:
         """Look at one parsed incoming message; True if it was taken here (the SDK must not see it)."""
@@ -71,7 +74,7 @@ class FastPath:
             return False
         method = message.get("method")
         if not isinstance(method, str):
-            return False  # a response to a request of the SDK's
+            return self._asked.take(message)  # an answer to our request, or to one of the SDK's
         params = message.get("params")
         if "id" not in message:
             return self._notification(method, params)
@@ -79,6 +82,8 @@ class FastPath:
             self._modern = _has_envelope(params)
         if method == "initialize" and not self._modern:
             requested = params.get("protocolVersion") if isinstance(params, dict) else None
+            capabilities = params.get("capabilities") if isinstance(params, dict) else None
+            self._client_capabilities = capabilities if isinstance(capabilities, dict) else None
             self._legacy_version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
             return False
         if method != "tools/call" or not isinstance(params, dict):
@@ -131,7 +136,10 @@ class FastPath:
 
         guard = self._guard
         validator = guard.validator if guard is not None else None
-        context = tools.ToolContext(self._registry, self._events, version, report, guard=guard, validator=validator)
+        link = WireLink(self._asked, self._client_capabilities) if not self._modern else None
+        context = tools.ToolContext(
+            self._registry, self._events, version, report, guard=guard, validator=validator, client=link
+        )
         with anyio.CancelScope() as scope:
             self._in_flight[request_id] = scope
             try:

@@ -260,8 +260,14 @@ class HttpFastPath:
                     scope_.cancel()
 
     def watch_sessions(self, messages: list[dict[str, Any]], send: Send) -> Send:
-        """Learn the session id the SDK hands out in answer to an initialize."""
-        if not any(m.get("method") == "initialize" for m in messages):
+        """Learn the session id the SDK hands out in answer to an initialize. A client that can
+        answer providers' requests (sampling, elicitation, roots) stays on the SDK's path: a call
+        answered as one plain JSON response could not carry those requests to it."""
+        initialize = next((m for m in messages if m.get("method") == "initialize"), None)
+        if initialize is None:
+            return send
+        capabilities = _mapping(_mapping(initialize.get("params")).get("capabilities"))
+        if any(capabilities.get(name) is not None for name in ("sampling", "elicitation", "roots")):
             return send
 
         async def watching(message: Any) -> None:

@@ -19,12 +19,13 @@ from mcp_hangar.domain.retry import retry_safe
 from mcp_hangar.domain.states import ProviderState
 from mcp_hangar.launchers.session import ProgressFn
 from mcp_hangar.runtime.group import Group
-from mcp_hangar.runtime.provider import Provider
+from mcp_hangar.runtime.provider import ClientLink, Provider
 from mcp_hangar.runtime.registry import Registry
 from mcp_hangar.security.policy import Denied, Guard, Principal
 from mcp_hangar.security.validation import ArgumentValidator, InvalidArguments
 from mcp_hangar.server import aggregate
 from mcp_hangar.server.dashboard import render_status
+from mcp_hangar.server.relay import SdkLink
 from mcp_hangar.store.base import EventQuery, StoredEvent, parse_duration
 from mcp_hangar.store.writer import EventWriter
 
@@ -55,6 +56,7 @@ class ToolContext:
     principal: Principal | None = None  # None: the local stdio client
     guard: Guard | None = None  # None when the HTTP layer has already decided
     validator: ArgumentValidator | None = None
+    client: ClientLink | None = None  # for the provider's requests of the client mid-call
 
     @classmethod
     def from_sdk(
@@ -73,6 +75,7 @@ class ToolContext:
             principal=principal,
             guard=None if decided else guard,
             validator=guard.validator if guard is not None else None,
+            client=SdkLink(ctx.session, ctx.request_id),
         )
 
 
@@ -305,7 +308,7 @@ async def _invoke(tc: ToolContext, args: dict[str, Any], name: str, *, stream: b
                 await report(progress, total, message)
 
     result = await provider.call_tool(
-        tool, arguments, timeout=timeout, on_progress=relay, principal=_name(tc.principal)
+        tool, arguments, timeout=timeout, on_progress=relay, principal=_name(tc.principal), client=tc.client
     )
     result = _clean(result, tc.protocol_version)
     if stream:
@@ -338,7 +341,12 @@ async def registry_invoke_ex(tc: ToolContext, args: dict[str, Any]) -> Any:
         try:
             await _check_tool(tc, provider, tool, arguments)
             result = await provider.call_tool(
-                tool, arguments, timeout=timeout, correlation_id=correlation_id, principal=_name(tc.principal)
+                tool,
+                arguments,
+                timeout=timeout,
+                correlation_id=correlation_id,
+                principal=_name(tc.principal),
+                client=tc.client,
             )
         except ProviderError as exc:
             attempts.append(_failure(pid, tool, exc))
