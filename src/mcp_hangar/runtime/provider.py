@@ -501,11 +501,14 @@ class Provider:
                 )
             )
             try:
-                with tracing.client_span(self.tracer, self.id, tool) as trace_meta:
-                    if trace_meta:
-                        params["_meta"] = trace_meta  # the provider may join the caller's trace
+                if self.tracer is None:
                     with anyio.fail_after(timeout or self.spec.call_timeout_s):
                         result = await session.request("tools/call", params, on_progress=on_progress)
+                else:
+                    with tracing.client_span(self.tracer, self.id, tool) as trace_meta:
+                        params["_meta"] = trace_meta  # the provider may join the caller's trace
+                        with anyio.fail_after(timeout or self.spec.call_timeout_s):
+                            result = await session.request("tools/call", params, on_progress=on_progress)
             except TimeoutError:
                 self._failed(tool, t0, correlation_id, "timed out", principal=principal)
                 raise CallTimeout(
