@@ -110,6 +110,15 @@ def markdown_table(caption: str, header: list[str], rows: list[tuple[str, ...]])
     return "\n".join(lines)
 
 
+def replace_section(text: str, heading: str, section: str) -> str:
+    """``text`` with the part under ``heading`` (up to the next ``# `` heading) replaced by ``section``."""
+    start = text.find(heading)
+    if start < 0:
+        return (text.rstrip() + "\n\n" if text.strip() else "") + section
+    end = text.find("\n# ", start + len(heading))
+    return text[:start] + section + ("\n" + text[end + 1 :] if end >= 0 else "")
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -214,9 +223,10 @@ async def main(calls: int, rounds: int, out: Path | None) -> None:
     )
     print(table)
     if out is not None:
-        out.write_text(
+        section = (
             "# Benchmark: stdio\n\nCommand: `.venv/bin/python bench/stdio.py --out bench/RESULTS.md`\n\n" + table + "\n"
         )
+        out.write_text(replace_section(out.read_text() if out.exists() else "", "# Benchmark: stdio", section))
 
 
 if __name__ == "__main__":
