@@ -31,7 +31,6 @@ from mcp_hangar.config import (
 from mcp_hangar.discovery.reconcile import Discovery
 from mcp_hangar.discovery.sources import Found, build_sources
 from mcp_hangar.domain import events as ev
-from mcp_hangar.launchers.channel import LaunchError
 from mcp_hangar.launchers.container import Containers
 from mcp_hangar.observability import logs
 from mcp_hangar.runtime.registry import Registry
@@ -64,6 +63,7 @@ _TOOLS_EVENTS = (
     ev.ProviderCrashed,
 )
 FIRST_DISCOVERY_S = 10.0  # hangar serves after this even if a discovery source is slow
+WATCH_RETRY_S = 5.0  # --watch: after the watched folder failed, try again this much later
 
 
 class Hangar:
@@ -190,6 +190,14 @@ class Hangar:
         if not_applied:
             log.warning("config.reload_needs_restart", sections=not_applied)
 
+    async def safe_reload(self) -> None:
+        """A reload that fails in an unexpected way is reported, and hangar keeps serving."""
+        try:
+            await self.reload()
+        except Exception as exc:
+            log.exception("config.reload_failed")
+            self.emit(ev.ConfigReloadFailed(provider_id=ev.CONFIG_STREAM, at=time.time(), error=str(exc)))
+
     def _add_secrets(self, found: set[str] | frozenset[str]) -> None:
         if found <= self.secrets:
             return
@@ -251,24 +259,33 @@ class Hangar:
         seen = _read_bytes(path)
         names = {path.name, "..data"}
         log.info("config.watching", path=str(path))
-        async for _ in awatch(
-            path.parent, watch_filter=lambda _, changed: Path(changed).name in names, debounce=300, recursive=False
-        ):
-            content = _read_bytes(path)
-            if content == seen or content is None:
-                continue  # touched, or gone for a moment in the middle of a write
-            seen = content
-            log.info("config.reloading", path=str(path), trigger="file changed")
-            await self.reload()
+        while True:
+            try:
+                async for _ in awatch(
+                    path.parent,
+                    watch_filter=lambda _, changed: Path(changed).name in names,
+                    debounce=300,
+                    recursive=False,
+                ):
+                    content = _read_bytes(path)
+                    if content == seen or content is None:
+                        continue  # touched, or gone for a moment in the middle of a write
+                    seen = content
+                    log.info("config.reloading", path=str(path), trigger="file changed")
+                    await self.safe_reload()
+            except Exception as exc:  # the folder went away, say: watch again when it is back
+                log.warning("config.watch_failed", path=str(path), error=str(exc)[:200])
+            await anyio.sleep(WATCH_RETRY_S)
 
     @staticmethod
     async def _remove_leftovers(containers: Containers) -> None:
         """Containers a crashed hangar on this host left behind are removed at start."""
         try:
             removed = await containers.remove_leftovers()
-        except LaunchError as exc:
-            # No engine yet: not fatal until a container provider is called, which says so then.
-            log.warning("container.engine_unreachable", error=str(exc).splitlines()[0])
+        except Exception as exc:
+            # No engine yet, or it failed: not fatal until a container provider is called, which
+            # says so then.
+            log.warning("container.engine_unreachable", error=(str(exc) or type(exc).__name__).splitlines()[0])
             return
         if removed:
             log.info("container.leftovers_removed", count=len(removed))
@@ -414,7 +431,7 @@ async def _on_signals(scope: anyio.CancelScope, hangar: Hangar) -> None:
         async for signum in signals:
             if signum == signal.SIGHUP:
                 log.info("config.reloading", path=str(hangar.loaded.path))
-                await hangar.reload()
+                await hangar.safe_reload()
                 continue
             log.info("hangar.stopping", reason=signal.Signals(signum).name)
             scope.cancel()

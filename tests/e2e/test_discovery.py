@@ -275,3 +275,26 @@ async def test_kubernetes_pods_become_providers_and_replicas_a_group(tmp_path: P
             assert echo["content"][0]["text"] == "Echo: solo", echo
         assert cluster.refused == 0  # every request carried the kubeconfig's token
         assert any("watch=" in r for r in cluster.requests) and all("/namespaces/tools/" in r for r in cluster.requests)
+
+
+async def test_a_watched_folder_that_disappears_does_not_take_hangar_down(tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "d"
+    folder.mkdir()
+    put(folder / "x.yaml", {"first": faulty("first")})
+    config = write_config(
+        tmp_path / "c.yaml", {}, discovery={"mode": "authoritative", "sources": [{"type": "folder", "path": "d"}]}
+    )
+    async with RawHangar.running(config) as raw:
+        await raw.initialize()
+        assert await providers_of(raw) == {"first"}
+        shutil.rmtree(folder)
+        await anyio.sleep(1.0)
+        sources = (await raw.tool("registry_sources"))["structuredContent"]  # still serving
+        await raw.tool("registry_discover")
+        sources = (await raw.tool("registry_sources"))["structuredContent"]
+        assert sources["sources"][0]["problems"] == [f"{folder}: the folder does not exist"]
+        folder.mkdir()
+        put(folder / "y.yaml", {"second": faulty("second")})
+        await until(raw, {"second"}, timeout=20)  # the watcher comes back by itself

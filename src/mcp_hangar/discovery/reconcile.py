@@ -25,6 +25,7 @@ from mcp_hangar.discovery.sources import PRECEDENCE, Found, Scan, Source
 log = structlog.get_logger("mcp_hangar.discovery")
 
 SETTLE_S = 0.1  # after a change, wait this long for more before scanning
+WATCH_RETRY_S = 5.0
 
 # What the app does with the merged result (and the secrets found with it): apply it, and say
 # what changed and which ids it refused because the config file defines them.
@@ -72,11 +73,27 @@ class Discovery:
         """After the first cycle: the sources' watchers and the periodic rescan, until cancelled.
         A burst of changes (a rolling update, a folder synced at once) makes one cycle, not many."""
         for state in self._states:
-            tg.start_soon(state.source.follow, partial(self._changed, state.source.name))
+            tg.start_soon(self._watch, state.source)
         tg.start_soon(self._cycle_on_change)
         while True:
             await anyio.sleep(self.config.interval_s)
-            await self.cycle("interval")
+            await self._safe_cycle("interval")
+
+    async def _watch(self, source: Source) -> None:
+        """A source's watcher; one that fails (a folder removed, say) is started again later, and
+        the periodic rescan covers the gap: discovery never takes hangar down."""
+        while True:
+            try:
+                await source.follow(partial(self._changed, source.name))
+            except Exception as exc:
+                log.warning("discovery.watch_failed", source=source.name, error=str(exc)[:200])
+            await anyio.sleep(WATCH_RETRY_S)
+
+    async def _safe_cycle(self, trigger: str) -> None:
+        try:
+            await self.cycle(trigger)
+        except Exception as exc:
+            log.error("discovery.cycle_failed", trigger=trigger, error=str(exc)[:300])
 
     async def close(self) -> None:
         for state in self._states:
@@ -91,7 +108,7 @@ class Discovery:
             await self._wake.wait()
             self._wake = anyio.Event()
             await anyio.sleep(SETTLE_S)
-            await self.cycle(f"{self._why} changed")
+            await self._safe_cycle(f"{self._why} changed")
 
     async def cycle(self, trigger: str) -> dict[str, Any]:
         """Scan every source, merge, apply. Returns what changed and every problem."""

@@ -34,6 +34,7 @@ from mcp_hangar.launchers.container import LABEL_MANAGED, Containers
 log = structlog.get_logger("mcp_hangar.discovery")
 
 PROVIDER = TypeAdapter[ProviderConfig](ProviderConfig)
+FOLDER_POLL_S = 1.0  # how soon a removed or replaced watched folder is noticed
 LABEL = "mcp.hangar"  # container labels: mcp.hangar.enable=true, .id, .port, .path, .endpoint, .transport
 
 
@@ -132,12 +133,22 @@ class Folder:
     close = staticmethod(_nothing_to_close)
 
     async def follow(self, changed: Changed) -> None:
+        """Watch the folder; one that is removed (or replaced) is waited for and watched again,
+        with a rescan as it comes back, since files may have changed meanwhile."""
         from watchfiles import awatch
 
-        while not self.path.is_dir():  # noqa: ASYNC110 - a folder that appears later is polled for
-            await anyio.sleep(2)
-        async for _ in awatch(self.path, debounce=300, recursive=False):
+        while True:
+            while not self.path.is_dir():  # noqa: ASYNC110 - a folder that appears later is polled for
+                await anyio.sleep(FOLDER_POLL_S)
+            watched = self.path.stat().st_ino
             await changed()
+            async for events in awatch(
+                self.path, debounce=300, recursive=False, rust_timeout=int(FOLDER_POLL_S * 1000), yield_on_timeout=True
+            ):
+                if not self.path.is_dir() or self.path.stat().st_ino != watched:
+                    break  # the folder went away: its watch sees nothing more
+                if events:
+                    await changed()
 
 
 # --- running containers with labels --------------------------------------------------------
