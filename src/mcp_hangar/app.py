@@ -31,6 +31,7 @@ from mcp_hangar.config import (
 from mcp_hangar.discovery.reconcile import Discovery
 from mcp_hangar.discovery.sources import Found, build_sources
 from mcp_hangar.domain import events as ev
+from mcp_hangar.launchers.channel import MIN_SECRET_LENGTH
 from mcp_hangar.launchers.container import Containers
 from mcp_hangar.observability import logs
 from mcp_hangar.runtime.registry import Registry
@@ -199,6 +200,7 @@ class Hangar:
             self.emit(ev.ConfigReloadFailed(provider_id=ev.CONFIG_STREAM, at=time.time(), error=str(exc)))
 
     def _add_secrets(self, found: set[str] | frozenset[str]) -> None:
+        found = {value for value in found if len(value) >= MIN_SECRET_LENGTH}  # "1" is no secret to mask
         if found <= self.secrets:
             return
         self.secrets |= found
@@ -246,7 +248,7 @@ class Hangar:
         sources = build_sources(spec.sources, self.loaded.path.parent, self.containers)
         self.discovery = registry.discovery = Discovery(spec, sources, self._apply_discovered)
         with anyio.move_on_after(FIRST_DISCOVERY_S):
-            await self.discovery.cycle("start")
+            await self.discovery.safe_cycle("start")
         tg.start_soon(self.discovery.follow, tg)
 
     async def _reload_on_change(self) -> None:

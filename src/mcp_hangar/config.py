@@ -399,6 +399,19 @@ def _group_problems(config: Config) -> list[tuple[tuple[Any, ...], str]]:
     return found
 
 
+def _aggregate_problems(config: Config) -> list[tuple[tuple[Any, ...], str]]:
+    """Aggregated names are <provider><separator><tool>, split at the first separator: no
+    provider id may contain it."""
+    sep = config.aggregate.separator
+    if not config.aggregate.enabled:
+        return []
+    return [
+        (("providers", pid), f"the id contains aggregate.separator {sep!r}: its tools could not be told apart")
+        for pid in config.providers
+        if sep in pid
+    ]
+
+
 # --- loading -------------------------------------------------------------------------------
 
 
@@ -557,7 +570,7 @@ def parse_config(
     except ValidationError as exc:
         found = [(_clean_loc(tuple(err["loc"])), _message(err)) for err in exc.errors()]
         raise ConfigError(_format(found, lines, source)) from None
-    if group_problems := _group_problems(config):
+    if group_problems := _group_problems(config) + _aggregate_problems(config):
         raise ConfigError(_format(group_problems, lines, source))
     return config
 

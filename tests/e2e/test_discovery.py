@@ -129,10 +129,12 @@ async def test_entry_points_of_installed_packages(tmp_path: Path) -> None:
         "plugged = hangar_plugin_demo:PROVIDER\n"
         "several = hangar_plugin_demo:several\n"
         "broken = hangar_plugin_demo:missing\n"
+        "ghosts = hangar_plugin_demo:GHOSTS\n"
     )
     (site / "hangar_plugin_demo.py").write_text(
         f"PROVIDER = {{'mode': 'subprocess', 'command': {faulty_command()!r}}}\n"
         f"def several():\n    return {{'plugged-b': {{'mode': 'subprocess', 'command': {faulty_command()!r}}}}}\n"
+        "GHOSTS = {'mode': 'group', 'members': ['nobody-here']}\n"  # a group of providers that do not exist
     )
     config = write_config(tmp_path / "c.yaml", {}, discovery={"sources": [{"type": "entrypoints"}]})
     os.environ["PYTHONPATH"] = f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
@@ -141,6 +143,8 @@ async def test_entry_points_of_installed_packages(tmp_path: Path) -> None:
             await raw.initialize()
             assert await providers_of(raw) == {"plugged", "plugged-b"}
             assert not (await raw.tool("registry_invoke", provider="plugged", tool="pid")).get("isError")
+            listed = json.loads((await raw.tool("registry_list"))["content"][0]["text"])
+            assert listed["groups"] == []  # the memberless group is left out, and nothing else breaks
             sources = (await raw.tool("registry_sources"))["structuredContent"]
             [problem] = sources["sources"][0]["problems"]
             assert "broken = hangar_plugin_demo:missing (package hangar-plugin-demo): cannot load" in problem

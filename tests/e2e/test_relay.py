@@ -77,3 +77,45 @@ async def test_over_http_each_call_asks_its_own_client(tmp_path: Path) -> None:
             await anyio.sleep(0.5)
             ambiguous = await invoke(client, "trigger-sampling-request", prompt="whose?")
         assert ambiguous.is_error and "calls of several clients are in flight" in text(ambiguous), text(ambiguous)
+
+
+async def test_a_client_answering_garbage_does_not_take_hangar_down(tmp_path: Path) -> None:
+    import json
+
+    from tests.conftest import RawHangar
+
+    config = write_config(tmp_path / "c.yaml", {"everything": {"mode": "subprocess", "command": everything_command()}})
+    async with RawHangar.running(config) as raw:
+        await raw.send(
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {"sampling": {}},
+                    "clientInfo": {"name": "raw", "version": "1"},
+                },
+            }
+        )
+        assert (await raw.receive())["id"] == 1
+        await raw.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        answers = [{"result": {"foo": 1}}, {"error": {"code": "not a number", "message": 42}}]
+        for n, answer in enumerate(answers):
+            call = {"provider": "everything", "tool": "trigger-sampling-request", "arguments": {"prompt": "p"}}
+            await raw.send(
+                {
+                    "jsonrpc": "2.0",
+                    "id": 100 + n,
+                    "method": "tools/call",
+                    "params": {"name": "registry_invoke", "arguments": call},
+                }
+            )
+            while (message := await raw.receive()).get("method") != "sampling/createMessage":
+                pass
+            await raw.send({"jsonrpc": "2.0", "id": message["id"], **answer})
+            while (reply := await raw.receive()).get("id") != 100 + n:
+                pass
+            assert reply["result"]["isError"], json.dumps(reply)[:300]  # the provider's tool failed, cleanly
+        alive = await raw.tool("registry_list")
+        assert json.loads(alive["content"][0]["text"])["providers"][0]["state"] == "ready"

@@ -95,8 +95,13 @@ class KubernetesPods:
             else:
                 self._add(scan, pod.metadata.name, where, definition)
         for pid, pods in sorted(by_id.items()):
+            # One id is one service: pods of another namespace using it are not mixed in.
+            home = sorted(pods)[0][0].split()[1].split("/")[0]
+            for where, _ in sorted(pods):
+                if where.split()[1].split("/")[0] != home:
+                    scan.problems.append(f"{where}: id {pid!r} is used in namespace {home!r} already; ignored")
             members = []
-            for where, definition in sorted(pods):
+            for where, definition in sorted(p for p in pods if p[0].split()[1].split("/")[0] == home):
                 member = f"{pid}-{where.rsplit('-', 1)[-1]}"[:64]
                 if self._add(scan, member, where, definition):
                     members.append(member)

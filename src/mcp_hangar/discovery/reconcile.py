@@ -77,7 +77,7 @@ class Discovery:
         tg.start_soon(self._cycle_on_change)
         while True:
             await anyio.sleep(self.config.interval_s)
-            await self._safe_cycle("interval")
+            await self.safe_cycle("interval")
 
     async def _watch(self, source: Source) -> None:
         """A source's watcher; one that fails (a folder removed, say) is started again later, and
@@ -89,7 +89,7 @@ class Discovery:
                 log.warning("discovery.watch_failed", source=source.name, error=str(exc)[:200])
             await anyio.sleep(WATCH_RETRY_S)
 
-    async def _safe_cycle(self, trigger: str) -> None:
+    async def safe_cycle(self, trigger: str) -> None:
         try:
             await self.cycle(trigger)
         except Exception as exc:
@@ -108,7 +108,7 @@ class Discovery:
             await self._wake.wait()
             self._wake = anyio.Event()
             await anyio.sleep(SETTLE_S)
-            await self._safe_cycle(f"{self._why} changed")
+            await self.safe_cycle(f"{self._why} changed")
 
     async def cycle(self, trigger: str) -> dict[str, Any]:
         """Scan every source, merge, apply. Returns what changed and every problem."""

@@ -253,17 +253,20 @@ class Containers:
         tag = spec.build.tag or spec.image
         log.info("container.build", provider=provider_id, tag=tag, context=str(context))
         t0 = time.monotonic()
+        import requests
+
         try:
-            with anyio.fail_after(spec.build.timeout_s):
-                await engine.run(
-                    engine.client.images.build,
-                    path=str(context),
-                    dockerfile=spec.build.dockerfile,
-                    tag=tag,
-                    rm=True,
-                    forcerm=True,
-                )
-        except TimeoutError:
+            # The engine call cannot be cancelled from here: its own read timeout is the bound.
+            await engine.run(
+                engine.client.images.build,
+                path=str(context),
+                dockerfile=spec.build.dockerfile,
+                tag=tag,
+                rm=True,
+                forcerm=True,
+                timeout=spec.build.timeout_s,
+            )
+        except requests.exceptions.Timeout:
             raise LaunchError(
                 f"provider {provider_id!r}: building {tag!r} took longer than {spec.build.timeout_s:g}s "
                 "(build.timeout_s)"

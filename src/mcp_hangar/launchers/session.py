@@ -210,6 +210,9 @@ class RpcSession:
                 reply["error"] = {"code": exc.code, "message": exc.remote_message}
                 if exc.data is not None:
                     reply["error"]["data"] = exc.data
+            except Exception as exc:  # whatever the client answered, the provider gets an answer
+                log.warning("provider.request_relay_failed", provider=self._provider_id, method=method, error=str(exc))
+                reply["error"] = {"code": -32603, "message": f"mcp-hangar could not relay {method}: {exc}"}
         with contextlib.suppress(OSError):
             await self._channel.send(json.dumps(reply).encode() + b"\n")
 

@@ -132,6 +132,8 @@ class Provider:
         self.last_used: float = time.monotonic()
         self.last_health_check: float | None = None
         self.in_flight = 0
+        self.busy = 0  # calls anywhere between entry and answer (in_flight: those sent)
+        self.retired = False
         self._callers: dict[object, ClientLink | None] = {}  # calls in flight, by whom (for relaying)
         self.stats = {
             "invocations": 0,
@@ -205,6 +207,9 @@ class Provider:
         session = self._session
         if session is not None and not session.closed and self.state in RUNNING:
             return session
+        if self.retired:
+            # removed by a reload or discovery: it finishes what it has, and never starts again
+            raise ConnectionLost(f"provider {self.id!r} was removed from the configuration", sent=False)
         if self._starting is None:
             self._starting = asyncio.get_running_loop().create_future()
             self._tg.start_soon(self._start, self._starting)
@@ -343,25 +348,35 @@ class Provider:
         return message
 
     async def _on_request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        """A provider's request of its client, relayed to the one client it can be for."""
-        links = list({id(link): link for link in self._callers.values() if link is not None}.values())
-        if method == "roots/list" and not links:
-            return {"roots": []}  # no caller to ask: no roots, as before relaying existed
+        """A provider's request of its client, relayed to the one client it can be for.
+
+        A provider's request names no call, so it is relayed only when every call in flight on
+        this provider comes from one client (one that can be asked: calls answered as plain JSON
+        over HTTP cannot carry a request back, and count as another client). ``roots/list`` that
+        cannot be relayed is answered with no roots, as a client without roots would.
+        """
         if method not in CLIENT_METHODS:
             raise RemoteError(METHOD_NOT_FOUND, f"mcp-hangar does not relay {method!r}")
-        if len(links) > 1:
+        callers = list(self._callers.values())
+        link = callers[0] if callers else None
+        if len({id(c) for c in callers}) > 1:
+            if method == "roots/list":
+                return {"roots": []}
             raise RemoteError(
                 INTERNAL_ERROR,
                 f"mcp-hangar cannot relay {method}: calls of several clients are in flight on provider "
                 f"{self.id!r}, and the request does not say which call it belongs to",
             )
-        if not links or not links[0].supports(method):
-            raise RemoteError(
-                METHOD_NOT_FOUND,
-                f"mcp-hangar cannot relay {method}: the calling client did not declare "
-                f"{CLIENT_METHODS[method]!r} support",
+        if link is None or not link.supports(method):
+            if method == "roots/list":
+                return {"roots": []}
+            why = (
+                "the call has no client that can be asked (a plain JSON exchange over HTTP, or `mcp-hangar call`)"
+                if link is None
+                else f"the calling client did not declare {CLIENT_METHODS[method]!r} support"
             )
-        return await links[0].request(method, params)
+            raise RemoteError(METHOD_NOT_FOUND, f"mcp-hangar cannot relay {method}: {why}")
+        return await link.request(method, params)
 
     def _log_stderr(self, line: str) -> None:
         log.info("provider.stderr", provider=self.id, line=line)
@@ -441,6 +456,9 @@ class Provider:
         needed; with ``listing``, every page of that list. Not recorded as a tool call."""
         session = await self.ensure_started()
         self.in_flight += 1
+        self.busy += 1
+        token = object()
+        self._callers[token] = None  # a caller that cannot be asked anything back
         try:
             with anyio.fail_after(self.spec.call_timeout_s):
                 if listing is not None:
@@ -452,9 +470,20 @@ class Provider:
             ) from None
         finally:
             self.in_flight -= 1
+            self.busy -= 1
+            del self._callers[token]
             self.last_used = time.monotonic()
 
-    async def call_tool(
+    async def call_tool(self, tool: str, arguments: dict[str, Any] | None, **options: Any) -> dict[str, Any]:
+        """Call one tool; returns the provider's result as it sent it. Options: ``timeout``,
+        ``on_progress``, ``correlation_id``, ``principal``, ``client`` (see ``_call_tool``)."""
+        self.busy += 1  # from the first moment: a reload drains calls still starting or queued too
+        try:
+            return await self._call_tool(tool, arguments, **options)
+        finally:
+            self.busy -= 1
+
+    async def _call_tool(
         self,
         tool: str,
         arguments: dict[str, Any] | None,
@@ -465,7 +494,6 @@ class Provider:
         principal: str | None = None,
         client: ClientLink | None = None,
     ) -> dict[str, Any]:
-        """Call one tool; returns the provider's result as it sent it."""
         was = self.breaker.state
         wait = self.breaker.allow(time.monotonic())
         if was != self.breaker.state:

@@ -168,6 +168,15 @@ class Registry:
             self.secrets = secrets
         now = time.time()
         new_specs = {pid: spec for pid, spec in config.providers.items() if not isinstance(spec, GroupProvider)}
+        group_specs: dict[str, GroupProvider] = {}
+        for gid, spec in config.providers.items():
+            if not isinstance(spec, GroupProvider):
+                continue
+            missing = [m.id for m in spec.members if m.id not in new_specs]
+            if missing:  # (a config file cannot say this; a discovered group could): left out whole
+                log.error("registry.group_without_members", group=gid, missing=missing)
+            else:
+                group_specs[gid] = spec
         added = [pid for pid in new_specs if pid not in self._providers]
         removed = [pid for pid in self._providers if pid not in new_specs]
         changed = [
@@ -181,9 +190,7 @@ class Registry:
             self._providers[pid] = self._make_provider(pid, new_specs[pid], base_dir=(base_dirs or {}).get(pid))
         groups: dict[str, Group] = {}
         old_groups = {gid: g.spec for gid, g in self._groups.items()}
-        for gid, spec in config.providers.items():
-            if not isinstance(spec, GroupProvider):
-                continue
+        for gid, spec in group_specs.items():
             members = [self._providers[m.id] for m in spec.members]
             group = self._groups.get(gid)
             if group is None:
@@ -213,6 +220,7 @@ class Registry:
         )
 
     def _retire(self, provider: Provider, why: str) -> None:
+        provider.retired = True
         self._retiring.add(provider)
         self._tg.start_soon(self._drain_then_stop, provider, why)
 
@@ -220,7 +228,7 @@ class Registry:
         """Let the calls in flight finish (up to their own timeout), then stop the provider."""
         try:
             deadline = time.monotonic() + provider.spec.call_timeout_s + 1
-            while provider.in_flight and time.monotonic() < deadline:  # noqa: ASYNC110 (a count, not an event)
+            while provider.busy and time.monotonic() < deadline:  # noqa: ASYNC110 (a count, not an event)
                 await anyio.sleep(DRAIN_POLL_S)
             log.info("provider.retired", provider=provider.id, reason=why)
             await provider.stop(f"{why} (drained)")

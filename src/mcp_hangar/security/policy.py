@@ -47,8 +47,14 @@ class Guard:
         self.reconfigure(self.config)
 
     def reconfigure(self, config: Config) -> None:
-        """Take a reloaded configuration; buckets of unchanged limits keep their state."""
+        """Take a reloaded configuration's providers and rate limits (authentication and role
+        allowlists take a restart, as the reload event says); buckets of unchanged limits keep
+        their state."""
         old = self.config.providers
+        if config.rate_limits != self.config.rate_limits:
+            self._principal_buckets.clear()  # the new per-principal limit applies to everyone
+        if self.config is not config:
+            config = config.model_copy(update={"auth": self.config.auth})
         self.config = config
         buckets = {}
         for pid, spec in config.providers.items():

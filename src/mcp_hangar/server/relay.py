@@ -24,6 +24,7 @@ from mcp_hangar.domain.errors import RemoteError
 from mcp_hangar.runtime.provider import CLIENT_METHODS
 
 INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
 
 _TYPES: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "sampling/createMessage": (types.CreateMessageRequest, types.CreateMessageResult),
@@ -63,6 +64,10 @@ class SdkLink:
             )
         except MCPError as exc:
             raise RemoteError(exc.error.code, exc.error.message, exc.error.data) from None
+        except ValidationError as exc:
+            raise RemoteError(
+                INTERNAL_ERROR, f"the client's answer to {method} is not valid: {exc.errors()[0]['msg']}"
+            ) from None
         dumped: dict[str, Any] = result.model_dump(by_alias=True, mode="json", exclude_none=True)
         return dumped
 
@@ -101,7 +106,9 @@ class WireRequests:
         reply = answer[0]
         if "error" in reply:
             err = reply["error"] if isinstance(reply["error"], dict) else {}
-            raise RemoteError(int(err.get("code", -32603)), str(err.get("message", "")), err.get("data"))
+            code = err.get("code")
+            code = code if isinstance(code, int) and not isinstance(code, bool) else INTERNAL_ERROR
+            raise RemoteError(code, str(err.get("message", "")), err.get("data"))
         result = reply.get("result")
         return result if isinstance(result, dict) else {}
 
