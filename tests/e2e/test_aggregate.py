@@ -92,6 +92,10 @@ async def test_allow_patterns_and_roles_over_http(tmp_path: Path) -> None:
             names = {t.name for t in (await client.list_tools()).tools}
         assert "time__get_current_time" in names
         assert not any(n.startswith(("everything__", "pool__")) for n in names)  # outside the allow list
+        http = httpx2.AsyncClient(headers={"x-api-key": viewer}, timeout=30)
+        async with http, Client(streamable_http_client(f"{base}/mcp", http_client=http)) as client:
+            seen = {t.name for t in (await client.list_tools()).tools}
+        assert "registry_list" in seen and not any("__" in n for n in seen)  # a viewer may not call them
         # outside the allow list it is no tool at all, refused before it could reach anything
         outside = await post(base, call_body("everything__echo", {"message": "x"}), {"x-api-key": user})
         assert outside.status_code == 403 and "may not call everything__echo" in outside.text

@@ -67,6 +67,14 @@ class Guard:
             )
         self._provider_buckets = buckets
 
+    def usable_providers(self, principal: Principal | None) -> set[str] | None:
+        """The providers whose tools this caller may use (None: all), for what listings show."""
+        who = principal or LOCAL
+        if not may_call(who.role, "registry_invoke"):
+            return set()
+        allowed = self.config.auth.providers.get(who.role.value)
+        return None if allowed is None else set(allowed)
+
     def check_call(
         self, principal: Principal | None, tool: str, provider: str | None, client: str | None = None
     ) -> None:

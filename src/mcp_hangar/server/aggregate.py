@@ -40,13 +40,14 @@ def visible(spec: AggregateConfig, name: str) -> bool:
     return not spec.allow or any(fnmatch.fnmatchcase(name, pattern) for pattern in spec.allow)
 
 
-def listed(registry: Registry) -> list[types.Tool]:
+def listed(registry: Registry, usable: set[str] | None = None) -> list[types.Tool]:
+    """The aggregated tools; ``usable``: only those of these providers (the caller's allowlist)."""
     spec = registry.aggregate
     if spec is None or not spec.enabled:
         return []
     out: list[types.Tool] = []
     for item in [*registry, *registry.groups()]:
-        if not item.tools_known:
+        if not item.tools_known or (usable is not None and item.id not in usable):
             continue
         for tool in item.tools:
             name = f"{item.id}{spec.separator}{tool.get('name')}"
@@ -97,7 +98,9 @@ def prompt_target(registry: Registry, name: str) -> tuple[str, str] | None:
     return route(registry, name)
 
 
-async def _gather(registry: Registry, capability: str, method: str, key: str) -> list[tuple[str, dict[str, Any]]]:
+async def _gather(
+    registry: Registry, capability: str, method: str, key: str, usable: set[str] | None
+) -> list[tuple[str, dict[str, Any]]]:
     """Every running provider's items of one list (in parallel, each bounded by LIST_TIMEOUT_S)."""
     found: list[tuple[str, dict[str, Any]]] = []
 
@@ -112,17 +115,17 @@ async def _gather(registry: Registry, capability: str, method: str, key: str) ->
 
     async with anyio.create_task_group() as tg:
         for provider in registry:
-            if provider.offers(capability):
+            if provider.offers(capability) and (usable is None or provider.id in usable):
                 tg.start_soon(one, provider)
     return sorted(found, key=lambda pair: pair[0])
 
 
-async def list_prompts(registry: Registry) -> list[types.Prompt]:
+async def list_prompts(registry: Registry, usable: set[str] | None = None) -> list[types.Prompt]:
     spec = registry.aggregate
     if spec is None or not spec.enabled:
         return []
     out = []
-    for pid, prompt in await _gather(registry, "prompts", "prompts/list", "prompts"):
+    for pid, prompt in await _gather(registry, "prompts", "prompts/list", "prompts", usable):
         name = f"{pid}{spec.separator}{prompt.get('name')}"
         if visible(spec, name):
             described = f"[{pid}] {prompt.get('description') or ''}".strip()
@@ -131,12 +134,12 @@ async def list_prompts(registry: Registry) -> list[types.Prompt]:
     return out
 
 
-async def list_resources(registry: Registry) -> list[types.Resource]:
+async def list_resources(registry: Registry, usable: set[str] | None = None) -> list[types.Resource]:
     spec = registry.aggregate
     if spec is None or not spec.enabled:
         return []
     out = []
-    for pid, resource in await _gather(registry, "resources", "resources/list", "resources"):
+    for pid, resource in await _gather(registry, "resources", "resources/list", "resources", usable):
         if visible(spec, f"{pid}{spec.separator}{resource.get('name')}"):
             with _skip_invalid(pid, str(resource.get("uri"))):
                 out.append(

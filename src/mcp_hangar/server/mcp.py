@@ -50,7 +50,7 @@ def build_server(
     async def list_tools(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        served = aggregate.listed(registry)
+        served = aggregate.listed(registry, _usable(guard, ctx))
         if list_changed is not None and registry.aggregate is not None and registry.aggregate.enabled:
             list_changed.listening(ctx.session)
         return types.ListToolsResult(tools=[*tools.TOOLS, *served])
@@ -65,7 +65,7 @@ def build_server(
     async def list_prompts(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListPromptsResult:
-        return types.ListPromptsResult(prompts=await aggregate.list_prompts(registry))
+        return types.ListPromptsResult(prompts=await aggregate.list_prompts(registry, _usable(guard, ctx)))
 
     async def get_prompt(ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams) -> types.GetPromptResult:
         _check(guard, ctx, "prompts/get", aggregate.prompt_target(registry, params.name))
@@ -75,7 +75,7 @@ def build_server(
     async def list_resources(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
-        return types.ListResourcesResult(resources=await aggregate.list_resources(registry))
+        return types.ListResourcesResult(resources=await aggregate.list_resources(registry, _usable(guard, ctx)))
 
     async def read_resource(
         ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
@@ -98,6 +98,13 @@ def build_server(
     )
     server.notify_tools_changed = registry.aggregate is not None and registry.aggregate.enabled
     return server
+
+
+def _usable(guard: Guard | None, ctx: ServerRequestContext[Any]) -> set[str] | None:
+    """The providers the caller may use: listings show only those."""
+    if guard is None:
+        return None
+    return guard.usable_providers(getattr(getattr(ctx.request, "state", None), "principal", None))
 
 
 def _check(guard: Guard | None, ctx: ServerRequestContext[Any], method: str, target: tuple[str, str] | None) -> None:
