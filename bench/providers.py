@@ -31,7 +31,7 @@ import yaml
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
-from stdio import EVERYTHING, Call, caller, markdown_table, through_hangar
+from stdio import EVERYTHING, caller, markdown_table, sequential, through_hangar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.podman import IMAGE, RUNTIME_VOLUMES, podman_service
@@ -85,17 +85,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-async def echo_p50(call: Call, n: int) -> list[float]:
-    for _ in range(20):
-        await call("echo", {"message": "warm"})
-    out = []
-    for i in range(n):
-        t0 = time.perf_counter()
-        await call("echo", {"message": f"m{i}"})
-        out.append((time.perf_counter() - t0) * 1000)
-    return out
 
 
 async def direct_cold(open_client: Any, starts: int) -> list[float]:
@@ -168,10 +157,10 @@ async def main(calls: int, starts: int, out: Path | None) -> None:
                             results[f"{key} warm hangar"] = []
                         for _ in range(4):
                             for key, direct_client in (("process", dp), ("box", dc), ("far", dr)):
-                                results[f"{key} warm direct"] += await echo_p50(
+                                results[f"{key} warm direct"] += await sequential(
                                     caller(direct_client, False), calls // 4
                                 )
-                                results[f"{key} warm hangar"] += await echo_p50(caller(client, True, key), calls // 4)
+                                results[f"{key} warm hangar"] += await sequential(caller(client, True, key), calls // 4)
 
     med = {k: statistics.median(v) for k, v in results.items()}
     names = {"process": "subprocess", "box": "container", "far": "remote (streamable HTTP)"}
