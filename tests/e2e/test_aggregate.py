@@ -129,3 +129,30 @@ async def test_prompts_and_resources_of_running_providers(tmp_path: Path) -> Non
             await client.read_resource("file:///etc/passwd")
         with pytest.raises(MCPError, match="is a group"):
             await client.get_prompt("pool__simple-prompt", {})
+
+
+async def test_over_http_connected_clients_are_told_the_lists_changed(tmp_path: Path) -> None:
+    from mcp import Client
+
+    from tests.e2e.test_http import http_hangar
+
+    seen: list[str] = []
+    told = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        method = getattr(getattr(message, "root", message), "method", None)
+        if isinstance(method, str) and method.endswith("/list_changed"):
+            seen.append(method)
+            told.set()
+
+    config = config_for(tmp_path)
+    async with (
+        http_hangar(config) as (base, _),
+        Client(f"{base}/mcp", mode="legacy", message_handler=on_message) as client,
+    ):
+        await client.list_tools()  # a client that listed is one to tell
+        await client.call_tool("everything__echo", {"message": "x"})  # a provider starts
+        with anyio.fail_after(5):
+            await told.wait()
+        await anyio.sleep(0.3)
+    assert "notifications/tools/list_changed" in seen and "notifications/resources/list_changed" in seen
