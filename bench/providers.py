@@ -15,14 +15,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +28,7 @@ import yaml
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
+from over_http import free_port, process
 from stdio import EVERYTHING, caller, markdown_table, sequential, through_hangar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -54,37 +52,6 @@ def podman_run(conf: Path) -> AbstractAsyncContextManager[Client]:
         ),
         mode="legacy",
     )
-
-
-@asynccontextmanager
-async def everything_http(port: int) -> AsyncIterator[None]:
-    process = subprocess.Popen(
-        [*EVERYTHING[:2], "streamableHttp"],
-        env={**os.environ, "PORT": str(port)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("server-everything did not listen") from None
-                await anyio.sleep(0.05)
-        yield
-    finally:
-        process.kill()
-        process.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def direct_cold(open_client: Any, starts: int) -> list[float]:
@@ -143,7 +110,7 @@ async def main(calls: int, starts: int, out: Path | None) -> None:
             def direct_remote() -> AbstractAsyncContextManager[Client]:
                 return Client(f"http://127.0.0.1:{port}/mcp", mode="legacy")
 
-            async with everything_http(port):
+            async with process([*EVERYTHING[:2], "streamableHttp"], port, {"PORT": str(port)}):
                 results["process cold direct"] = await direct_cold(direct_process, starts)
                 results["container cold direct"] = await direct_cold(lambda: podman_run(conf), starts)
                 results["remote cold direct"] = await direct_cold(direct_remote, starts)

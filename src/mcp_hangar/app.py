@@ -115,10 +115,8 @@ class Hangar:
             async with anyio.create_task_group() as tg:
                 if store is not None:
                     histories = await store.histories()
-                    modes = {pid: spec.audit.arguments for pid, spec in self.config.providers.items()}
-                    self.writer = EventWriter(
-                        store, Encoder(modes, self.secrets), self.replica_id, self.config.event_store.max_backlog
-                    )
+                    encoder = Encoder(self._audit_modes(self.config), self.secrets)
+                    self.writer = EventWriter(store, encoder, self.replica_id, self.config.event_store.max_backlog)
                     tg.start_soon(self.writer.run)
                 if self.config.tracing.enabled:
                     from mcp_hangar.observability.tracing import Tracing
@@ -204,9 +202,7 @@ class Hangar:
         if found <= self.secrets:
             return
         self.secrets |= found
-        self.masker.add(self.secrets)
-        if self.writer is not None:
-            self.writer.encoder = Encoder(self._audit_modes(self.config), self.secrets)
+        self.masker.add(self.secrets)  # the event encoder takes them in _apply_providers
 
     def _audit_modes(self, config: Config) -> dict[str, str]:
         modes = {pid: spec.audit.arguments for pid, spec in config.providers.items()}

@@ -96,6 +96,14 @@ async def test_allow_patterns_and_roles_over_http(tmp_path: Path) -> None:
         async with http, Client(streamable_http_client(f"{base}/mcp", http_client=http)) as client:
             seen = {t.name for t in (await client.list_tools()).tools}
         assert "registry_list" in seen and not any("__" in n for n in seen)  # a viewer may not call them
+        # a provider's prompts and resources need the same rights as its tools, decided before the SDK
+        for method, params in (
+            ("prompts/get", {"name": "time__some-prompt"}),
+            ("resources/read", {"uri": "hangar://time/file%3A%2F%2F%2Fx"}),
+        ):
+            body = {"jsonrpc": "2.0", "id": 7, "method": method, "params": params}
+            denied = await post(base, body, {"x-api-key": viewer})
+            assert denied.status_code == 403 and "may not call registry_invoke" in denied.text, (method, denied.text)
         # outside the allow list it is no tool at all, refused before it could reach anything
         outside = await post(base, call_body("everything__echo", {"message": "x"}), {"x-api-key": user})
         assert outside.status_code == 403 and "may not call everything__echo" in outside.text

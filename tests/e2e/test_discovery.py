@@ -17,6 +17,7 @@ import yaml
 
 from tests.conftest import EVERYTHING_JS, RawHangar, everything_command, faulty_command, pid_alive, write_config
 from tests.e2e.test_reload import events_in
+from tests.e2e.test_remote import free_port
 from tests.podman import IMAGE, RUNTIME_VOLUMES
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
@@ -150,13 +151,6 @@ async def test_entry_points_of_installed_packages(tmp_path: Path) -> None:
             assert "broken = hangar_plugin_demo:missing (package hangar-plugin-demo): cannot load" in problem
     finally:
         os.environ["PYTHONPATH"] = os.environ["PYTHONPATH"].removeprefix(f"{site}{os.pathsep}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def test_labelled_containers_serving_http_become_remote_providers(tmp_path: Path, container_host: str) -> None:

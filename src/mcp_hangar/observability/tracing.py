@@ -11,7 +11,7 @@ hangar, an SDK server) joins the same trace.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from opentelemetry import trace
@@ -54,15 +54,20 @@ def _attributes(method: str, tool: str, request_id: Any = None) -> dict[str, Any
     return attributes
 
 
-@contextmanager
 def server_span(
     tracer: Tracer | None, tool: str, meta: Mapping[str, Any] | None, version: str, request_id: Any
-) -> Iterator[trace.Span | None]:
+) -> AbstractContextManager[trace.Span | None]:
     """The span of a ``tools/call`` hangar serves itself (its fast paths; the SDK's middleware
-    makes the same span for requests the SDK serves)."""
+    makes the same span for requests the SDK serves). With tracing off, a context that does nothing."""
     if tracer is None:
-        yield None
-        return
+        return nullcontext()
+    return _server_span(tracer, tool, meta, version, request_id)
+
+
+@contextmanager
+def _server_span(
+    tracer: Tracer, tool: str, meta: Mapping[str, Any] | None, version: str, request_id: Any
+) -> Iterator[trace.Span]:
     parent = extract(dict(meta)) if meta and "traceparent" in meta else None
     attributes = {**_attributes("tools/call", tool, request_id), "mcp.protocol.version": version}
     with tracer.start_as_current_span(
@@ -71,12 +76,16 @@ def server_span(
         yield span
 
 
-@contextmanager
-def client_span(tracer: Tracer | None, provider: str, tool: str) -> Iterator[dict[str, Any] | None]:
-    """The span of a call hangar relays to a provider; yields the ``_meta`` to send with it."""
+def client_span(tracer: Tracer | None, provider: str, tool: str) -> AbstractContextManager[dict[str, Any] | None]:
+    """The span of a call hangar relays to a provider; gives the ``_meta`` to send with it (None,
+    and nothing done, with tracing off)."""
     if tracer is None:
-        yield None
-        return
+        return nullcontext()
+    return _client_span(tracer, provider, tool)
+
+
+@contextmanager
+def _client_span(tracer: Tracer, provider: str, tool: str) -> Iterator[dict[str, Any]]:
     attributes = {**_attributes("tools/call", tool), "mcp_hangar.provider": provider}
     with tracer.start_as_current_span(f"tools/call {tool}", kind=SpanKind.CLIENT, attributes=attributes):
         carrier: dict[str, Any] = {}
@@ -86,7 +95,9 @@ def client_span(tracer: Tracer | None, provider: str, tool: str) -> Iterator[dic
 
 def mark_result(span: trace.Span | None, result: Any) -> None:
     """A tool's error result is an error of the span too (the call itself succeeded)."""
+    if span is None:
+        return
     is_error = result.get("isError") if isinstance(result, dict) else getattr(result, "is_error", False)
-    if span is not None and is_error:
+    if is_error:
         span.set_attribute("error.type", "tool_error")
         span.set_status(StatusCode.ERROR)

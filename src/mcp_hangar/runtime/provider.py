@@ -131,7 +131,6 @@ class Provider:
         self.started_at: float | None = None  # monotonic
         self.last_used: float = time.monotonic()
         self.last_health_check: float | None = None
-        self.in_flight = 0
         self.busy = 0  # calls anywhere between entry and answer (in_flight: those sent)
         self.retired = False
         self._callers: dict[object, ClientLink | None] = {}  # calls in flight, by whom (for relaying)
@@ -447,6 +446,11 @@ class Provider:
 
     # --- calls ----------------------------------------------------------------------------
 
+    @property
+    def in_flight(self) -> int:
+        """Requests sent to the provider and not yet answered (tool calls and relayed ones)."""
+        return len(self._callers)
+
     def offers(self, capability: str) -> bool:
         """Whether the running provider declared a capability (``prompts``, ``resources``)."""
         return self.running and self.handshake is not None and capability in self.handshake.capabilities
@@ -455,7 +459,6 @@ class Provider:
         """A request other than a tool call (prompts, resources) on this provider, started if
         needed; with ``listing``, every page of that list. Not recorded as a tool call."""
         session = await self.ensure_started()
-        self.in_flight += 1
         self.busy += 1
         token = object()
         self._callers[token] = None  # a caller that cannot be asked anything back
@@ -469,21 +472,11 @@ class Provider:
                 f"provider {self.id!r}: {method} did not answer within {self.spec.call_timeout_s:g}s"
             ) from None
         finally:
-            self.in_flight -= 1
             self.busy -= 1
             del self._callers[token]
             self.last_used = time.monotonic()
 
-    async def call_tool(self, tool: str, arguments: dict[str, Any] | None, **options: Any) -> dict[str, Any]:
-        """Call one tool; returns the provider's result as it sent it. Options: ``timeout``,
-        ``on_progress``, ``correlation_id``, ``principal``, ``client`` (see ``_call_tool``)."""
-        self.busy += 1  # from the first moment: a reload drains calls still starting or queued too
-        try:
-            return await self._call_tool(tool, arguments, **options)
-        finally:
-            self.busy -= 1
-
-    async def _call_tool(
+    async def call_tool(
         self,
         tool: str,
         arguments: dict[str, Any] | None,
@@ -493,6 +486,23 @@ class Provider:
         correlation_id: str | None = None,
         principal: str | None = None,
         client: ClientLink | None = None,
+    ) -> dict[str, Any]:
+        """Call one tool; returns the provider's result as it sent it."""
+        self.busy += 1  # from the first moment: a reload drains calls still starting or queued too
+        try:
+            return await self._call_tool(tool, arguments, timeout, on_progress, correlation_id, principal, client)
+        finally:
+            self.busy -= 1
+
+    async def _call_tool(
+        self,
+        tool: str,
+        arguments: dict[str, Any] | None,
+        timeout: float | None,
+        on_progress: ProgressFn | None,
+        correlation_id: str | None,
+        principal: str | None,
+        client: ClientLink | None,
     ) -> dict[str, Any]:
         was = self.breaker.state
         wait = self.breaker.allow(time.monotonic())
@@ -514,7 +524,6 @@ class Provider:
         async with self._slots:
             token = object()
             self._callers[token] = client
-            self.in_flight += 1
             self.stats["invocations"] += 1
             t0 = time.monotonic()
             self.last_used_at = time.time()
@@ -529,14 +538,11 @@ class Provider:
                 )
             )
             try:
-                if self.tracer is None:
+                with tracing.client_span(self.tracer, self.id, tool) as trace_meta:
+                    if trace_meta is not None:
+                        params["_meta"] = trace_meta  # the provider may join the caller's trace
                     with anyio.fail_after(timeout or self.spec.call_timeout_s):
                         result = await session.request("tools/call", params, on_progress=on_progress)
-                else:
-                    with tracing.client_span(self.tracer, self.id, tool) as trace_meta:
-                        params["_meta"] = trace_meta  # the provider may join the caller's trace
-                        with anyio.fail_after(timeout or self.spec.call_timeout_s):
-                            result = await session.request("tools/call", params, on_progress=on_progress)
             except TimeoutError:
                 self._failed(tool, t0, correlation_id, "timed out", principal=principal)
                 raise CallTimeout(
@@ -559,7 +565,6 @@ class Provider:
                 self._failed(tool, t0, correlation_id, reason, health=False, principal=principal)
                 raise
             finally:
-                self.in_flight -= 1
                 del self._callers[token]
                 self.last_used = time.monotonic()
         if self.state == ProviderState.DEGRADED:

@@ -94,10 +94,6 @@ def resource_target(registry: Registry, uri: str) -> tuple[str, str] | None:
     return provider, unquote(encoded)
 
 
-def prompt_target(registry: Registry, name: str) -> tuple[str, str] | None:
-    return route(registry, name)
-
-
 async def _gather(
     registry: Registry, capability: str, method: str, key: str, usable: set[str] | None
 ) -> list[tuple[str, dict[str, Any]]]:
@@ -167,7 +163,7 @@ async def read_resource(registry: Registry, uri: str) -> dict[str, Any]:
 
 
 async def get_prompt(registry: Registry, name: str, arguments: dict[str, str] | None) -> dict[str, Any]:
-    target = prompt_target(registry, name)
+    target = route(registry, name)
     if target is None:
         raise LookupError(f"unknown prompt {name!r}")
     provider = _provider(registry, target[0])

@@ -143,12 +143,9 @@ class FastPath:
         with anyio.CancelScope() as scope:
             self._in_flight[request_id] = scope
             try:
-                if self._registry.tracer is None:
+                with tracing.server_span(self._registry.tracer, name, meta, version, request_id) as span:
                     result = await tools.call(context, name, arguments)
-                else:
-                    with tracing.server_span(self._registry.tracer, name, meta, version, request_id) as span:
-                        result = await tools.call(context, name, arguments)
-                        tracing.mark_result(span, result)
+                    tracing.mark_result(span, result)
             except Exception as exc:
                 log.exception("tool.internal_error", tool=name)
                 error = {"code": INTERNAL_ERROR, "message": f"mcp-hangar internal error in {name}: {exc}"}

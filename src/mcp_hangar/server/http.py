@@ -161,7 +161,7 @@ class Gate:
         if self.registry is None:
             return None
         if method == "prompts/get":
-            found = aggregate.prompt_target(self.registry, str(params.get("name")))
+            found = aggregate.route(self.registry, str(params.get("name")))
         else:
             found = aggregate.resource_target(self.registry, str(params.get("uri")))
         return found[0] if found else None

@@ -68,7 +68,7 @@ def build_server(
         return types.ListPromptsResult(prompts=await aggregate.list_prompts(registry, _usable(guard, ctx)))
 
     async def get_prompt(ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams) -> types.GetPromptResult:
-        _check(guard, ctx, "prompts/get", aggregate.prompt_target(registry, params.name))
+        _check(guard, ctx, "prompts/get", aggregate.route(registry, params.name))
         result = await _relayed(aggregate.get_prompt(registry, params.name, params.arguments))
         return types.GetPromptResult.model_validate(result)
 
